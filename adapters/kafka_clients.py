@@ -1,0 +1,52 @@
+"""Kafka client construction with the project's delivery guarantees baked in."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from adapters.settings import KafkaSettings
+
+
+def durable_producer(kafka: KafkaSettings, *, client_id: str, linger_ms: int = 2) -> AIOKafkaProducer:
+    """Idempotent, acks=all: what the gateway acknowledges is really in the log, once."""
+    return AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=linger_ms,
+        max_batch_size=256 * 1024,
+        request_timeout_ms=int(kafka.request_timeout_s * 1000),
+        compression_type=None,
+    )
+
+
+def group_consumer(
+    kafka: KafkaSettings, *topics: str, group_id: str, client_id: str
+) -> AIOKafkaConsumer:
+    """At-least-once consumer: offsets are committed by the caller after its writes land."""
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=kafka.bootstrap,
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_poll_records=2000,
+        fetch_max_wait_ms=5,
+        request_timeout_ms=int(kafka.request_timeout_s * 1000) + 30_000,
+    )
+
+
+def reader(kafka: KafkaSettings, *, client_id: str) -> AIOKafkaConsumer:
+    """Group-less consumer for topics read whole or by explicit partition (presence, deliveries)."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap,
+        client_id=client_id,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=5,
+        max_poll_records=2000,
+    )

@@ -1,0 +1,68 @@
+"""Topic specifications and their creation: the one place partitions and retention are set."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from adapters.settings import KafkaSettings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
+    return [
+        TopicSpec(
+            kafka.events_topic,
+            kafka.events_partitions,
+            {"cleanup.policy": "delete", "retention.ms": str(kafka.events_retention_ms)},
+        ),
+        # One partition keeps a gateway's records in order with its GatewayUp; presence
+        # changes at connection churn rate, far below one partition's capacity.
+        TopicSpec(
+            kafka.presence_topic,
+            1,
+            {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+        ),
+        TopicSpec(
+            kafka.heartbeats_topic,
+            1,
+            {"cleanup.policy": "delete", "retention.ms": str(kafka.heartbeats_retention_ms)},
+        ),
+        TopicSpec(
+            kafka.deliveries_topic,
+            kafka.deliveries_partitions,
+            {"cleanup.policy": "delete", "retention.ms": str(kafka.deliveries_retention_ms)},
+        ),
+    ]
+
+
+async def ensure_topics(kafka: KafkaSettings) -> list[str]:
+    """Create missing topics; return the names created. Existing topics are left as they are."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=kafka.bootstrap, request_timeout_ms=int(kafka.request_timeout_s * 1000)
+    )
+    async with asyncio.timeout(kafka.request_timeout_s * 3):
+        await admin.start()
+    try:
+        async with asyncio.timeout(kafka.request_timeout_s * 3):
+            existing = set(await admin.list_topics())
+            missing = [spec for spec in topic_specs(kafka) if spec.name not in existing]
+            for spec in missing:
+                try:
+                    await admin.create_topics(
+                        [NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.config)]
+                    )
+                except TopicAlreadyExistsError:
+                    pass
+        return [spec.name for spec in missing]
+    finally:
+        await admin.close()
