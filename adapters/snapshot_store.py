@@ -76,7 +76,7 @@ class RedisSnapshotStore:
             return _marks(await self._redis.hgetall(self._watermarks_key))
 
 
-def _marks(raw: Mapping[bytes, bytes]) -> dict[int, int]:
+def _marks(raw: Mapping[bytes | str, bytes | str]) -> dict[int, int]:
     return {int(p): int(o) for p, o in raw.items()}
 
 

@@ -1,0 +1,36 @@
+"""``proctor-gateway``: run one gateway process."""
+
+from __future__ import annotations
+
+import ssl
+
+import uvloop
+from aiohttp import web
+
+from adapters.logs import configure_logging
+from services.gateway.app import create_app
+from services.gateway.settings import GatewaySettings
+
+
+def main() -> None:
+    settings = GatewaySettings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    options = settings.gateway
+    ssl_context = None
+    if options.tls_cert:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(options.tls_cert, options.tls_key)
+    web.run_app(
+        create_app(settings),
+        host=options.host,
+        port=options.port,
+        ssl_context=ssl_context,
+        shutdown_timeout=options.shutdown_grace_s,
+        access_log=None,
+        print=None,
+        loop=uvloop.new_event_loop(),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""The gateway's aiohttp application: resources opened in order, closed in reverse.
+
+Startup: Kafka producer -> Redis -> watches -> inbox positioned at the end of the slot's
+deliveries partition -> ``GatewayUp`` and heartbeats -> accept connections.
+Shutdown: stop accepting -> close every socket with 1001 (students record
+``server_shutdown``) -> end watches -> stop the inbox -> flush and stop the producer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from adapters.kafka_clients import durable_producer, reader
+from adapters.ops_http import add_ops_routes
+from adapters.snapshot_store import RedisSnapshotStore, SnapshotStore
+from adapters.tokens import TokenCodec, TokenError
+from schemas.frames import ErrorFrame
+from schemas.presence import GatewayUp, gateway_key
+from services.gateway.connections import (
+    CLOSE_GOING_AWAY,
+    CLOSE_TRY_AGAIN,
+    CLOSE_UNAUTHORIZED,
+    Connection,
+    Hub,
+)
+from services.gateway.deliveries import DeliveryInbox
+from services.gateway.errors import Unavailable
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.publisher import Publisher, now_ms
+from services.gateway.session import Session, new_connection_id, token_from
+from services.gateway.settings import GatewaySettings
+from services.gateway.watches import Watches
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Lifecycle:
+    ready: bool = False
+    shutting_down: bool = False
+
+
+SETTINGS = web.AppKey("settings", GatewaySettings)
+METRICS = web.AppKey("metrics", GatewayMetrics)
+HUB = web.AppKey("hub", Hub)
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+CODEC = web.AppKey("codec", TokenCodec)
+PUBLISHER = web.AppKey("publisher", Publisher)
+SNAPSHOTS = web.AppKey("snapshots", SnapshotStore)
+WATCHES = web.AppKey("watches", Watches)
+
+
+def create_app(settings: GatewaySettings, registry: CollectorRegistry | None = None) -> web.Application:
+    registry = registry if registry is not None else CollectorRegistry()
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[METRICS] = GatewayMetrics(registry)
+    app[HUB] = Hub()
+    app[LIFECYCLE] = Lifecycle()
+    app[CODEC] = TokenCodec(settings.gateway.token_secret, issuer=settings.gateway.token_issuer)
+    app.cleanup_ctx.extend([_kafka_producer, _redis, _watches, _inbox, _announce])
+    app.on_shutdown.append(_close_connections)
+    app.router.add_get("/ws", websocket_endpoint)
+    lifecycle = app[LIFECYCLE]
+    add_ops_routes(app, registry, lambda: lifecycle.ready and not lifecycle.shutting_down)
+    return app
+
+
+async def _kafka_producer(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    producer = durable_producer(settings.kafka, client_id=settings.gateway.instance)
+    async with asyncio.timeout(settings.kafka.request_timeout_s):
+        await producer.start()
+    app[PUBLISHER] = Publisher(producer, settings)
+    yield
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(settings.gateway.shutdown_grace_s):
+            await producer.flush()
+    await producer.stop()
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    client = aioredis.Redis.from_url(
+        settings.redis.url, socket_timeout=settings.redis.timeout_s, socket_connect_timeout=2
+    )
+    app[SNAPSHOTS] = RedisSnapshotStore(client, settings.redis, topic=settings.kafka.events_topic)
+    yield
+    await client.aclose()
+
+
+async def _watches(app: web.Application) -> AsyncIterator[None]:
+    watches = Watches(app[SETTINGS], app[HUB], app[PUBLISHER], app[SNAPSHOTS], app[METRICS])
+    app[WATCHES] = watches
+    yield
+    await watches.close()
+
+
+async def _inbox(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    consumer = reader(settings.kafka, client_id=f"{settings.gateway.instance}-inbox")
+    async with asyncio.timeout(settings.kafka.request_timeout_s):
+        await consumer.start()
+    inbox = DeliveryInbox(consumer, settings, app[HUB], app[WATCHES], app[METRICS])
+    await inbox.start_at_end()
+    task = asyncio.create_task(inbox.run(), name="inbox")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await consumer.stop()
+
+
+async def _announce(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    options = settings.gateway
+    publisher = app[PUBLISHER]
+    await publisher.presence(
+        gateway_key(options.slot),
+        GatewayUp(
+            slot=options.slot,
+            instance=options.instance,
+            started_at=now_ms(),
+            heartbeat_interval_s=options.heartbeat_interval_s,
+        ),
+    )
+    task = asyncio.create_task(publisher.run_heartbeats(), name="heartbeats")
+    app[LIFECYCLE].ready = True
+    log.info("gateway_ready", slot=options.slot, instance=options.instance, port=options.port)
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _close_connections(app: web.Application) -> None:
+    app[LIFECYCLE].shutting_down = True
+    hub = app[HUB]
+    for conn in list(hub.all):
+        conn.close_soon(CLOSE_GOING_AWAY, "shutting_down")
+    deadline = asyncio.get_running_loop().time() + app[SETTINGS].gateway.shutdown_grace_s
+    while hub.all and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+
+
+async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    settings = app[SETTINGS]
+    if app[LIFECYCLE].shutting_down:
+        raise web.HTTPServiceUnavailable(text="shutting down")
+    ws = web.WebSocketResponse(
+        max_msg_size=settings.gateway.hard_max_frame_bytes,
+        compress=False,
+        decode_text=False,
+        heartbeat=None,
+    )
+    await ws.prepare(request)
+    try:
+        identity = app[CODEC].verify(token_from(request))
+    except TokenError as exc:
+        app[METRICS].frames_rejected.labels(exc.code).inc()
+        await ws.send_str(ErrorFrame(code=exc.code, message=str(exc)).model_dump_json())
+        await ws.close(code=CLOSE_UNAUTHORIZED, message=exc.code.encode())
+        return ws
+    conn = Connection(
+        ws,
+        identity,
+        new_connection_id(settings.gateway.slot),
+        max_frames=settings.gateway.send_queue_frames,
+        send_timeout_s=settings.gateway.send_timeout_s,
+        metrics=app[METRICS],
+    )
+    session = Session(
+        conn,
+        settings=settings,
+        hub=app[HUB],
+        publisher=app[PUBLISHER],
+        watches=app[WATCHES],
+        snapshots=app[SNAPSHOTS],
+        metrics=app[METRICS],
+    )
+    writer = asyncio.create_task(conn.run_writer(), name=f"writer-{conn.id}")
+    try:
+        try:
+            await session.open()
+        except Unavailable as exc:
+            conn.send(ErrorFrame(code="unavailable", message=str(exc), retry_after_ms=1000))
+            conn.close_soon(CLOSE_TRY_AGAIN, "unavailable")
+            return ws
+        await session.read_loop()
+    finally:
+        await session.close()
+        # Let queued frames (acks, the close reason) go out before the writer stops.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                while conn.pending and not ws.closed:
+                    await asyncio.sleep(0.01)
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        if not ws.closed:
+            with contextlib.suppress(ConnectionError):
+                await ws.close()
+    return ws

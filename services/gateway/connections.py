@@ -1,0 +1,158 @@
+"""Open connections on this gateway and their writers.
+
+Each connection owns a bounded ``SendQueue`` and one writer task; producers of frames
+(acks, deliveries, snapshots) only enqueue, so a slow socket delays nobody but itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+
+import structlog
+from aiohttp import WSMsgType, web
+from pydantic import BaseModel, TypeAdapter
+
+from adapters.tokens import Identity, StudentIdentity
+from domain.send_queue import QueueOverflow, SendQueue
+from schemas.views import StudentView
+from services.gateway.metrics import GatewayMetrics
+
+log = structlog.get_logger(__name__)
+
+_ROWS: TypeAdapter[list[StudentView]] = TypeAdapter(list[StudentView])
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN = 1013
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_SLOW_CONSUMER = 4008
+CLOSE_SUPERSEDED = 4009
+
+
+class Connection:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        identity: Identity,
+        conn_id: str,
+        *,
+        max_frames: int,
+        send_timeout_s: float,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.ws = ws
+        self.identity = identity
+        self.id = conn_id
+        self.watching: set[str] = set()
+        self.close_reason: str | None = None
+        self._queue = SendQueue(max_frames)
+        self._wake = asyncio.Event()
+        self._send_timeout_s = send_timeout_s
+        self._metrics = metrics
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def send(self, frame: BaseModel) -> None:
+        self.send_raw(frame.model_dump_json(exclude_none=True).encode())
+
+    def send_raw(self, frame: bytes) -> None:
+        if self.close_reason is not None:
+            return
+        try:
+            self._queue.put_frame(frame)
+        except QueueOverflow:
+            self._metrics.slow_consumers.inc()
+            self.close_soon(CLOSE_SLOW_CONSUMER, "slow_consumer")
+            return
+        self._wake.set()
+
+    def send_row(self, view: StudentView) -> None:
+        if self.close_reason is None:
+            self._queue.put_update(view)
+            self._wake.set()
+
+    def forget_exam(self, exam: str) -> None:
+        self._queue.drop_exam(exam)
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Close from anywhere without awaiting; the reader loop then ends."""
+        if self.close_reason is None:
+            self.close_reason = reason
+            asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            async with asyncio.timeout(self._send_timeout_s):
+                await self.ws.close(code=code, message=reason.encode())
+
+    async def run_writer(self) -> None:
+        before = 0
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            frames, updates = self._queue.drain()
+            self._metrics.coalesced.inc(self._queue.coalesced - before)
+            before = self._queue.coalesced
+            try:
+                async with asyncio.timeout(self._send_timeout_s):
+                    for frame in frames:
+                        await self.ws.send_frame(frame, WSMsgType.TEXT)
+                    for exam, rows in updates.items():
+                        body = _ROWS.dump_json(rows, exclude_none=True)
+                        frame = b'{"type":"updates","exam":"%s","students":%s}' % (
+                            exam.encode(),
+                            body,
+                        )
+                        await self.ws.send_frame(frame, WSMsgType.TEXT)
+            except TimeoutError:
+                self._metrics.slow_consumers.inc()
+                self.close_soon(CLOSE_SLOW_CONSUMER, "slow_consumer")
+                return
+            except ConnectionError:
+                return
+
+
+class Hub:
+    """Who is connected here, indexed the ways deliveries need."""
+
+    def __init__(self) -> None:
+        self.all: set[Connection] = set()
+        self.by_attempt: dict[str, set[Connection]] = defaultdict(set)
+        self.students_by_exam: dict[str, set[Connection]] = defaultdict(set)
+        self.watchers: dict[str, set[Connection]] = defaultdict(set)
+
+    def add(self, conn: Connection) -> list[Connection]:
+        """Register; returns older connections of the same attempt (to be superseded)."""
+        self.all.add(conn)
+        identity = conn.identity
+        if not isinstance(identity, StudentIdentity):
+            return []
+        older = list(self.by_attempt[identity.attempt])
+        self.by_attempt[identity.attempt].add(conn)
+        self.students_by_exam[identity.exam].add(conn)
+        return older
+
+    def remove(self, conn: Connection) -> None:
+        self.all.discard(conn)
+        identity = conn.identity
+        if isinstance(identity, StudentIdentity):
+            _discard(self.by_attempt, identity.attempt, conn)
+            _discard(self.students_by_exam, identity.exam, conn)
+        for exam in conn.watching:
+            _discard(self.watchers, exam, conn)
+
+    def count(self, role: str) -> int:
+        return sum(1 for conn in self.all if conn.identity.role == role)
+
+
+def _discard(index: dict[str, set[Connection]], key: str, conn: Connection) -> None:
+    members = index.get(key)
+    if members is not None:
+        members.discard(conn)
+        if not members:
+            del index[key]

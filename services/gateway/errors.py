@@ -1,0 +1,22 @@
+"""Gateway exceptions.
+
+- ``GatewayError``: base of everything the gateway raises on purpose.
+  - ``WatchFailed``: the snapshot handshake for an exam did not complete in time
+    (router or status service unavailable); proctors get ``snapshot_timeout``.
+  - ``Unavailable``: Kafka or Redis did not answer in time; clients get ``unavailable``
+    and keep their unacknowledged events.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    pass
+
+
+class WatchFailed(GatewayError):
+    pass
+
+
+class Unavailable(GatewayError):
+    pass

@@ -1,0 +1,97 @@
+"""Everything the gateway writes to Kafka: log events, presence records, heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from pydantic import BaseModel
+
+from schemas.events import ExamEvent, encode_event, log_key
+from schemas.presence import GatewayHeartbeat
+from services.gateway.errors import Unavailable
+from services.gateway.settings import GatewaySettings
+
+log = structlog.get_logger(__name__)
+
+
+class Publisher:
+    def __init__(self, producer: AIOKafkaProducer, settings: GatewaySettings) -> None:
+        self._producer = producer
+        self._kafka = settings.kafka
+        self._gateway = settings.gateway
+        self._beats: dict[str, int] = {}
+        self.connections = 0
+
+    async def publish(self, events: Sequence[ExamEvent]) -> asyncio.Future[None]:
+        """Queue the events for the log; the returned future resolves once Kafka has all.
+
+        Awaiting this only waits for room in the producer's buffer, not for the broker,
+        so a connection's frames are pipelined and stay in order on their partition.
+        """
+        futures = []
+        async with asyncio.timeout(self._gateway.produce_timeout_s):
+            for event in events:
+                futures.append(
+                    await self._producer.send(
+                        self._kafka.events_topic, encode_event(event), key=log_key(event)
+                    )
+                )
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        gathered = asyncio.gather(*futures)
+
+        def _resolve(result: asyncio.Future[list[object]]) -> None:
+            if done.done():
+                return
+            if result.cancelled():
+                done.set_exception(Unavailable("publish cancelled"))
+            elif (exc := result.exception()) is not None:
+                done.set_exception(Unavailable(f"Kafka refused the event: {exc}"))
+            else:
+                done.set_result(None)
+
+        gathered.add_done_callback(_resolve)
+        return done
+
+    async def presence(self, key: bytes, record: BaseModel | None) -> None:
+        """Write a presence record (None: a tombstone) and wait until Kafka has it."""
+        value = None if record is None else record.model_dump_json().encode()
+        try:
+            async with asyncio.timeout(self._gateway.produce_timeout_s):
+                await self._producer.send_and_wait(self._kafka.presence_topic, value, key=key)
+        except TimeoutError as exc:
+            raise Unavailable("presence write timed out") from exc
+
+    def heartbeat(self, attempt: str) -> None:
+        self._beats[attempt] = now_ms()
+
+    async def run_heartbeats(self) -> None:
+        """One record per interval: this gateway is alive, and these students beat."""
+        while True:
+            beats, self._beats = self._beats, {}
+            record = GatewayHeartbeat(
+                slot=self._gateway.slot,
+                instance=self._gateway.instance,
+                ts=now_ms(),
+                connections=self.connections,
+                students=beats,
+            )
+            try:
+                async with asyncio.timeout(self._gateway.produce_timeout_s):
+                    await self._producer.send(
+                        self._kafka.heartbeats_topic,
+                        record.model_dump_json().encode(),
+                        key=f"gw/{self._gateway.slot}".encode(),
+                    )
+            except TimeoutError:
+                log.warning("heartbeat_not_sent", students=len(beats))
+                beats.update(self._beats)
+                self._beats = beats
+            await asyncio.sleep(self._gateway.presence_interval_s)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000

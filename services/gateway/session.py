@@ -1,0 +1,302 @@
+"""One client connection from welcome to close: the thin adapter around ``protocol``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import structlog
+from aiohttp import WSMsgType, web
+
+from adapters.snapshot_store import SnapshotStore
+from adapters.tokens import StudentIdentity
+from domain.rate_limit import TokenBucket
+from schemas.events import EventSource, StudentConnected
+from schemas.frames import (
+    AckFrame,
+    ErrorFrame,
+    ProctorSession,
+    StudentSession,
+    UnsubscribedFrame,
+    WelcomeFrame,
+)
+from schemas.presence import CloseReason, StudentConnection, StudentDisconnection, connection_key
+from services.gateway import protocol
+from services.gateway.connections import (
+    CLOSE_POLICY,
+    CLOSE_SUPERSEDED,
+    CLOSE_TOO_BIG,
+    Connection,
+    Hub,
+)
+from services.gateway.errors import Unavailable
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.publisher import Publisher, now_ms
+from services.gateway.settings import GatewaySettings
+from services.gateway.watches import Watches
+
+log = structlog.get_logger(__name__)
+
+_CLOSE_REASONS: dict[str | None, CloseReason] = {
+    None: "client_closed",
+    "superseded": "superseded",
+    "shutting_down": "server_shutdown",
+}
+
+
+class Session:
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        settings: GatewaySettings,
+        hub: Hub,
+        publisher: Publisher,
+        watches: Watches,
+        snapshots: SnapshotStore,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.conn = conn
+        self._settings = settings
+        self._options = settings.gateway
+        self._hub = hub
+        self._publisher = publisher
+        self._watches = watches
+        self._snapshots = snapshots
+        self._metrics = metrics
+        self._bucket = TokenBucket(rate=self._options.rate_per_s, burst=self._options.rate_burst)
+        self._dropped_in_row = 0
+        self._last_limit_error = 0.0
+        self._connection_record: StudentConnection | None = None
+
+    # -- open and close ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Register and announce the connection; raises ``Unavailable`` if Kafka is down."""
+        identity = self.conn.identity
+        for older in self._hub.add(self.conn):
+            older.close_soon(CLOSE_SUPERSEDED, "superseded")
+        self._metrics.connections.labels(identity.role).inc()
+        self._publisher.connections = len(self._hub.all)
+        if isinstance(identity, StudentIdentity):
+            await self._open_student(identity)
+        else:
+            proctor = ProctorSession(proctor=identity.sub, exams=list(identity.exams))
+            self.conn.send(self._welcome(proctor=proctor))
+
+    async def _open_student(self, who: StudentIdentity) -> None:
+        slot = self._options.slot
+        connected = StudentConnected(
+            id=f"conn-{self.conn.id}",
+            exam=who.exam,
+            attempt=who.attempt,
+            student=who.sub,
+            ts=now_ms(),
+            source=EventSource(kind="gateway", id=self._options.instance, gateway=slot),
+            name=who.name,
+            attempt_no=who.attempt_no,
+            time_end=who.time_end,
+            conn=self.conn.id,
+            gateway=slot,
+        )
+        try:
+            async with asyncio.timeout(self._options.produce_timeout_s):
+                await (await self._publisher.publish([connected]))
+        except TimeoutError as exc:
+            raise Unavailable("the event log did not answer") from exc
+        self._connection_record = StudentConnection(
+            conn=self.conn.id,
+            slot=slot,
+            instance=self._options.instance,
+            exam=who.exam,
+            attempt=who.attempt,
+            student=who.sub,
+            opened_at=connected.ts,
+            heartbeat_interval_s=self._options.heartbeat_interval_s,
+        )
+        await self._publisher.presence(connection_key(self.conn.id), self._connection_record)
+        self._publisher.heartbeat(who.attempt)
+        session = StudentSession(exam=who.exam, attempt=who.attempt, student=who.sub)
+        try:
+            state = await self._snapshots.read_attempt(who.exam, who.attempt)
+        except (TimeoutError, OSError):
+            state = None  # the page still works; it just starts without the stored timer
+        if state is not None:
+            session = session.model_copy(
+                update={
+                    "paused": state.view.paused,
+                    "time_end": state.view.time_end,
+                    "extended_s": state.view.extended_s,
+                    "last_client_seq": state.last_client_seq,
+                }
+            )
+        self.conn.send(self._welcome(student=session))
+
+    def _welcome(
+        self, *, student: StudentSession | None = None, proctor: ProctorSession | None = None
+    ) -> WelcomeFrame:
+        return WelcomeFrame(
+            conn=self.conn.id,
+            role=self.conn.identity.role,
+            heartbeat_interval_s=self._options.heartbeat_interval_s,
+            max_frame_bytes=self._options.max_frame_bytes,
+            server_time=now_ms(),
+            student=student,
+            proctor=proctor,
+        )
+
+    async def close(self) -> None:
+        conn = self.conn
+        self._hub.remove(conn)
+        self._metrics.connections.labels(conn.identity.role).dec()
+        self._publisher.connections = len(self._hub.all)
+        for exam in list(conn.watching):
+            await self._watches.unwatch(conn, exam)
+        record = self._connection_record
+        if record is None:
+            return
+        closed = StudentDisconnection(
+            conn=record.conn,
+            slot=record.slot,
+            instance=record.instance,
+            exam=record.exam,
+            attempt=record.attempt,
+            student=record.student,
+            closed_at=now_ms(),
+            reason=_CLOSE_REASONS.get(conn.close_reason, "error"),
+        )
+        try:
+            await self._publisher.presence(connection_key(record.conn), closed)
+            await self._publisher.presence(connection_key(record.conn), None)
+        except Unavailable:
+            # The notifier still learns it from missing heartbeats.
+            log.warning("disconnect_not_recorded", conn=record.conn)
+
+    # -- frames -----------------------------------------------------------------------------
+
+    async def read_loop(self) -> None:
+        ws = self.conn.ws
+        async for message in ws:
+            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                await self._on_frame(message.data)
+            elif message.type == WSMsgType.ERROR:
+                if ws.close_code == CLOSE_TOO_BIG:
+                    self.conn.close_reason = "frame_too_large"
+                    self._metrics.frames_rejected.labels("frame_too_large").inc()
+                break
+            if self.conn.close_reason is not None:
+                break
+
+    async def _on_frame(self, raw: bytes | str) -> None:
+        if not self._bucket.take(time.monotonic()):
+            self._throttled()
+            return
+        self._dropped_in_row = 0
+        received = time.perf_counter()
+        decision = protocol.interpret(
+            raw,
+            self.conn.identity,
+            gateway=self._options.slot,
+            now_ms=now_ms(),
+            max_frame_bytes=self._options.max_frame_bytes,
+        )
+        self._metrics.frames_in.labels(type(decision).__name__).inc()
+        match decision:
+            case protocol.Heartbeat():
+                if isinstance(self.conn.identity, StudentIdentity):
+                    self._publisher.heartbeat(self.conn.identity.attempt)
+            case protocol.Publish():
+                await self._publish(decision, received)
+            case protocol.ProctorCommand():
+                await self._command(decision, received)
+            case protocol.Watch():
+                await self._watches.watch(self.conn, decision.exam)
+            case protocol.Unwatch():
+                await self._watches.unwatch(self.conn, decision.exam)
+                self.conn.send(UnsubscribedFrame(exam=decision.exam))
+            case protocol.Reject():
+                self._reject(decision.error)
+
+    def _reject(self, error: ErrorFrame) -> None:
+        self._metrics.frames_rejected.labels(error.code).inc()
+        self.conn.send(error)
+
+    def _throttled(self) -> None:
+        self._dropped_in_row += 1
+        self._metrics.frames_rejected.labels("rate_limited").inc()
+        if self._dropped_in_row > self._options.flood_close_after:
+            self.conn.close_soon(CLOSE_POLICY, "flood")
+            return
+        now = time.monotonic()
+        if now - self._last_limit_error >= 1.0:
+            self._last_limit_error = now
+            retry_ms = int(self._bucket.retry_after() * 1000) + 1
+            self.conn.send(
+                ErrorFrame(
+                    code="rate_limited",
+                    message="too many frames; dropped frames were not acknowledged, resend them",
+                    retry_after_ms=retry_ms,
+                )
+            )
+
+    async def _publish(self, decision: protocol.Publish, received: float) -> None:
+        try:
+            done = await self._publisher.publish(decision.events)
+        except TimeoutError:
+            self._unavailable(decision.ack_id)
+            return
+        ack_id = decision.ack_id
+
+        def _acknowledge(result: asyncio.Future[None]) -> None:
+            if result.cancelled() or result.exception() is not None:
+                self._unavailable(ack_id)
+                return
+            self._metrics.events_published.inc(len(decision.events))
+            self._metrics.publish_seconds.observe(time.perf_counter() - received)
+            if ack_id is not None:
+                self.conn.send(AckFrame(id=ack_id))
+
+        done.add_done_callback(_acknowledge)
+
+    async def _command(self, decision: protocol.ProctorCommand, received: float) -> None:
+        event = decision.event
+        assert event.attempt is not None
+        try:
+            state = await self._snapshots.read_attempt(event.exam, event.attempt)
+        except (TimeoutError, OSError):
+            self._unavailable(decision.ack_id)
+            return
+        if state is None:
+            self._reject(
+                ErrorFrame(
+                    code="unknown_attempt",
+                    message=f"no attempt {event.attempt!r} in exam {event.exam!r}",
+                    id=decision.ack_id,
+                )
+            )
+            return
+        event = event.model_copy(update={"student": state.view.student})
+        await self._publish(protocol.Publish(events=(event,), ack_id=decision.ack_id), received)
+
+    def _unavailable(self, frame_id: str | None) -> None:
+        self._reject(
+            ErrorFrame(
+                code="unavailable",
+                message="the event log did not take the event; resend it",
+                id=frame_id,
+                retry_after_ms=1000,
+            )
+        )
+
+
+def new_connection_id(slot: int) -> str:
+    return f"c{slot}-{uuid.uuid4().hex[:16]}"
+
+
+def token_from(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.query.get("token")
+
