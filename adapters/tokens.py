@@ -49,6 +49,8 @@ Identity = StudentIdentity | ProctorIdentity
 
 class TokenCodec:
     def __init__(self, secret: str, *, algorithm: str = "HS256", issuer: str = "lms") -> None:
+        if algorithm.startswith("HS") and len(secret.encode()) < 32:
+            raise ValueError("an HMAC token secret must be at least 32 bytes (RFC 7518 3.2)")
         self._secret = secret
         self._algorithm = algorithm
         self._issuer = issuer
