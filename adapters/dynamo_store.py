@@ -237,7 +237,8 @@ class DynamoStatusStore:
             if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise
             old = exc.response.get("Item")
-            return PutOutcome(view, "refused", holder=from_item(old) if old else None)
+            holder = from_item(old) if isinstance(old, Mapping) and old else None
+            return PutOutcome(view, "refused", holder=holder)
         return PutOutcome(view, "written", holder=view)
 
     async def get(self, exam: str, student: str) -> StudentView | None:

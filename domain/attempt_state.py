@@ -56,8 +56,8 @@ def apply(state: AttemptState | None, event: ExamEvent, offset: int) -> AttemptS
     changes = _changes(view, event)
     if changes is None:
         return state
-    changes.update(seq=offset, updated_at=event.ts)
     last_client_seq = max(state.last_client_seq, event.client_seq or 0)
+    changes.update(seq=offset, updated_at=event.ts, client_seq=last_client_seq)
     return AttemptState(
         view=view.model_copy(update=changes),
         last_client_seq=last_client_seq,

@@ -28,20 +28,14 @@ import orjson
 
 from schemas.deliveries import DeliveryItem, ForProctors, ForStudents, WatchReady
 from schemas.events import ExamEvent
-from schemas.presence import (
-    AttemptLiveness,
-    ExamWatch,
-    GatewayUp,
-    PresenceRecord,
-    StudentConnection,
-    StudentDisconnection,
-)
+from schemas.presence import ExamWatch, GatewayUp, PresenceRecord, StudentConnection
 
 # Proctor commands for one attempt that the student's page must receive.
 STUDENT_COMMANDS = frozenset(
     {"proctor.message", "proctor.paused", "proctor.resumed", "proctor.time_extended"}
 )
 ANNOUNCEMENT = "proctor.announcement"
+_CACHE_LIMIT = 4096
 
 
 class BadEvent(ValueError):
@@ -168,7 +162,7 @@ class RoutingTable:
         if record is None:
             self._drop_watch(slot, exam)
             return []
-        if not isinstance(record, ExamWatch) or self._stale(record.slot, record.instance):
+        if not isinstance(record, ExamWatch) or self._stale(slot, record.instance):
             return []
         # The key names the slot and exam the record is filed under; trust the key so a
         # later tombstone of the same key removes exactly this entry.
@@ -237,6 +231,8 @@ class RoutingTable:
         elif student_kind == 2:
             students = _slots(self._exam_student_slots.get(head.exam))
         targets = Targets(proctors, students) if proctors or students else NOBODY
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
         self._cache[cache_key] = targets
         return targets
 
@@ -293,10 +289,13 @@ def _slots(counter: Counter[int] | None) -> tuple[int, ...]:
 class PartitionPositions:
     """Per owned log partition: the offset of the last event routed, else start - 1.
 
-    ``assigned`` takes the first offset this worker will read from the partition (the
-    group's committed offset, or the earliest offset when nothing is committed). If events
-    of the partition were already routed (the assignment was learnt late), the later of the
-    two wins: positions only ever promise what has really been routed or skipped.
+    ``assigned`` takes the first offset this worker reads from each partition (the group's
+    committed offset, or the earliest offset when nothing is committed). If events of the
+    partition were routed before the assignment was learnt, the later of the two wins:
+    a position never claims less than what has really been routed.
+
+    The caller must make sure no event of a revoked partition is routed after
+    ``revoked`` (the Faust app waits for its streams to drain before revoking).
     """
 
     def __init__(self) -> None:
@@ -320,6 +319,9 @@ class PartitionPositions:
         """Positions of the owned partitions (or of those named, if owned)."""
         wanted = self._owned if partitions is None else self._owned.intersection(partitions)
         return {partition: self._last[partition] for partition in sorted(wanted)}
+
+    def last(self, partition: int) -> int | None:
+        return self._last.get(partition)
 
     @property
     def owned(self) -> frozenset[int]:

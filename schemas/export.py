@@ -65,8 +65,37 @@ def _schema_of(source: TypeAdapter[Any] | type[BaseModel]) -> dict[str, Any]:
     return source.model_json_schema()
 
 
+def _require_discriminators(schema: dict[str, Any]) -> None:
+    """Mark each tagged-union member's tag as required.
+
+    The models give tags like ``type`` a default so code can build them without repeating it,
+    which pydantic exports as optional; but a union only accepts input that carries the tag,
+    and a validator in another language must reject what pydantic rejects.
+    """
+    defs = schema.get("$defs", {})
+
+    def visit(node: object) -> None:
+        if isinstance(node, dict):
+            discriminator = node.get("discriminator")
+            if isinstance(discriminator, dict):
+                tag = discriminator["propertyName"]
+                for ref in discriminator.get("mapping", {}).values():
+                    member = defs[ref.removeprefix("#/$defs/")]
+                    required = member.setdefault("required", [])
+                    if tag not in required:
+                        required.insert(0, tag)
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(schema)
+
+
 def _render(name: str, source: TypeAdapter[Any] | type[BaseModel], description: str) -> str:
     schema = _schema_of(source)
+    _require_discriminators(schema)
     schema.setdefault("title", name.removesuffix(".json"))
     schema.setdefault("description", description)
     schema["$schema"] = DIALECT

@@ -46,6 +46,9 @@ class StudentView(BaseModel):
     started_at: EpochMs | None = None
     updated_at: EpochMs | None = None
     seq: int = Field(default=-1, description="log offset of the last event applied to this attempt")
+    client_seq: int = Field(
+        default=0, description="the student client's counter of the last event applied"
+    )
 
 
 class AttemptState(BaseModel):

@@ -1,0 +1,39 @@
+"""``proctor-status``: fold the exam log into the Redis snapshot and the DynamoDB first-attempt table."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+import uvloop
+
+from adapters.logs import configure_logging
+from services.status.errors import StartupFailed
+from services.status.service import StatusService
+from services.status.settings import Settings
+
+log = structlog.get_logger("status")
+
+
+async def _run(settings: Settings) -> None:
+    service = StatusService(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.request_stop)
+    await service.run()
+    log.info("status service stopped")
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    try:
+        uvloop.run(_run(settings))
+    except StartupFailed as exc:
+        log.error("status service could not start", error=str(exc))
+        raise SystemExit(1) from exc
+
+
+if __name__ == "__main__":
+    main()

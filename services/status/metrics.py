@@ -1,0 +1,85 @@
+"""Prometheus metrics of the status service, all in one place.
+
+Coalescing ratio = ``status_dynamo_updates_total`` / ``status_dynamo_writes_total`` (all outcomes).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class StatusMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.records = Counter(
+            "status_records", "log records consumed (decoded or not)", registry=registry
+        )
+        self.undecodable = Counter(
+            "status_undecodable_records",
+            "log records that failed to decode: counted, logged and skipped",
+            registry=registry,
+        )
+        self.state_changes = Counter(
+            "status_state_changes",
+            "attempt states written to Redis (one per changed attempt per batch)",
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "status_batch_seconds",
+            "decode, fold and Redis write of one getmany batch",
+            buckets=_FAST,
+            registry=registry,
+        )
+        self.state_loads = Counter(
+            "status_state_loads", "attempt states looked up in Redis on a cache miss", registry=registry
+        )
+        self.resyncs = Counter(
+            "status_resyncs",
+            "states found in Redis ahead of the committed log and re-sent to DynamoDB",
+            registry=registry,
+        )
+        self.cached_states = Gauge(
+            "status_cached_states", "attempt states held in memory", registry=registry
+        )
+        self.dynamo_updates = Counter(
+            "status_dynamo_updates",
+            "item updates offered for a DynamoDB write, before coalescing",
+            registry=registry,
+        )
+        self.dynamo_skipped = Counter(
+            "status_dynamo_skipped",
+            "updates dropped unwritten: they lose to the item's known holder or a staged state",
+            registry=registry,
+        )
+        self.dynamo_writes = Counter(
+            "status_dynamo_writes",
+            "conditional DynamoDB writes by outcome (refused = replay, duplicate or later attempt)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.dynamo_pending = Gauge(
+            "status_dynamo_pending_items", "items waiting for their DynamoDB write", registry=registry
+        )
+        self.flush_seconds = Histogram(
+            "status_dynamo_flush_seconds",
+            "one coalesced DynamoDB flush, retries included",
+            buckets=_FAST,
+            registry=registry,
+        )
+        self.store_retries = Counter(
+            "status_store_retries",
+            "failed view store calls, retried with backoff",
+            ["store"],
+            registry=registry,
+        )
+        self.commits = Counter("status_commits", "offset commits that landed", registry=registry)
+        self.commit_failures = Counter(
+            "status_commit_failures",
+            "offset commits that failed (records are re-read; writes are idempotent)",
+            registry=registry,
+        )
+        self.kafka_errors = Counter(
+            "status_kafka_errors", "errors from the log consumer, retried", registry=registry
+        )
+        self.ready = Gauge("status_ready", "1 when consuming and every store answers", registry=registry)

@@ -1,0 +1,100 @@
+"""The first-attempt rule and the coalescing buffer in front of DynamoDB."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from domain.first_attempt import FirstAttemptBuffer, supersedes
+from schemas.views import StudentView
+
+
+def view(attempt: str = "a1", seq: int = 0, attempt_no: int = 1, student: str = "s1") -> StudentView:
+    return StudentView(exam="e1", attempt=attempt, student=student, seq=seq, attempt_no=attempt_no)
+
+
+@pytest.mark.parametrize(
+    ("candidate", "holder", "wins"),
+    [
+        (view(seq=3), None, True),
+        (view(seq=5), view(seq=3), True),
+        (view(seq=3), view(seq=3), False),  # replay / duplicate
+        (view(seq=2), view(seq=3), False),  # older state of the same attempt
+        (view("a2", seq=90, attempt_no=2), view(seq=3), False),  # later attempt never overwrites
+        (view("a1", seq=1, attempt_no=1), view("a2", seq=90, attempt_no=2), True),  # earlier late
+        (view("b1", seq=9, attempt_no=1), view("a1", seq=3, attempt_no=1), False),  # same number
+    ],
+)
+def test_supersedes(candidate: StudentView, holder: StudentView | None, wins: bool) -> None:
+    assert supersedes(candidate, holder) is wins
+
+
+def _all_views() -> list[StudentView]:
+    return [
+        view(attempt, seq, attempt_no)
+        for attempt, attempt_no in (("a1", 1), ("a2", 2), ("a3", 3))
+        for seq in (1, 5, 9)
+    ]
+
+
+def test_rule_is_monotone_so_skipping_against_a_known_holder_is_safe() -> None:
+    # If a candidate loses to a holder, it loses to anything that later replaces that holder.
+    views = _all_views()
+    for candidate, holder, later in itertools.product(views, repeat=3):
+        if not supersedes(candidate, holder) and supersedes(later, holder):
+            assert not supersedes(candidate, later), (candidate, holder, later)
+
+
+def test_buffer_keeps_the_latest_state_per_item() -> None:
+    buffer = FirstAttemptBuffer()
+    for seq in (1, 2, 3):
+        assert buffer.stage(view(seq=seq))
+    buffer.stage(view(seq=1, student="s2"))
+    drained = buffer.drain()
+    assert [(v.student, v.seq) for v in drained] == [("s1", 3), ("s2", 1)]
+    assert len(buffer) == 0
+    assert buffer.drain() == []
+
+
+def test_buffer_prefers_the_first_attempt_in_any_order() -> None:
+    buffer = FirstAttemptBuffer()
+    buffer.stage(view("a2", seq=50, attempt_no=2))
+    buffer.stage(view("a1", seq=4, attempt_no=1))
+    assert not buffer.stage(view("a2", seq=60, attempt_no=2))
+    assert [(v.attempt, v.seq) for v in buffer.drain()] == [("a1", 4)]
+
+
+def test_buffer_drops_updates_that_lose_to_the_known_holder() -> None:
+    buffer = FirstAttemptBuffer()
+    buffer.note_holder(view("a1", seq=10, attempt_no=1))
+    assert not buffer.stage(view("a2", seq=20, attempt_no=2))
+    assert not buffer.stage(view("a1", seq=10))
+    assert buffer.stage(view("a1", seq=11))
+    assert buffer.skipped == 2
+    assert [v.seq for v in buffer.drain()] == [11]
+
+
+def test_known_holder_only_moves_forward() -> None:
+    buffer = FirstAttemptBuffer()
+    buffer.note_holder(view(seq=10))
+    buffer.note_holder(view(seq=4))  # a refusal carrying an older read must not regress it
+    assert not buffer.stage(view(seq=8))
+
+
+def test_restage_of_failed_writes_does_not_beat_newer_states() -> None:
+    buffer = FirstAttemptBuffer()
+    failed = [view(seq=3), view(seq=3, student="s2")]
+    buffer.stage(view(seq=7))
+    buffer.restage(failed)
+    assert sorted((v.student, v.seq) for v in buffer.drain()) == [("s1", 7), ("s2", 3)]
+    assert buffer.skipped == 0
+
+
+def test_holder_memo_is_bounded() -> None:
+    buffer = FirstAttemptBuffer(memo_size=2)
+    for student in ("s1", "s2", "s3"):
+        buffer.note_holder(view(seq=10, student=student))
+    # s1 was forgotten: its stale update is staged again (the store's condition refuses it).
+    assert buffer.stage(view(seq=5, student="s1"))
+    assert not buffer.stage(view(seq=5, student="s3"))
