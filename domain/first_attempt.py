@@ -9,7 +9,9 @@ wins its place back). Anything else is a replay, a duplicate or a later attempt:
 The rule is monotone: once a candidate loses to a holder it loses to every later holder too
 (holders only ever move to a lower attempt number or a higher seq of the same attempt). That
 is what makes it safe to drop a candidate that loses to a holder we saw earlier, without
-asking the store again (``FirstAttemptBuffer`` with its memo of known holders).
+asking the store again (``FirstAttemptBuffer`` with its memo of known holders). This holds
+as long as an attempt's number never changes, which it does not: ``student.connected``
+(carrying it) is the first event of every attempt in the log.
 """
 
 from __future__ import annotations

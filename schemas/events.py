@@ -38,7 +38,7 @@ class _Event(_Frozen):
     v: Literal[1] = SCHEMA_VERSION
     id: Id = Field(description="unique event id; client-chosen for student events")
     exam: Id
-    attempt: Id | None = Field(description="attempt id; null for exam-wide events")
+    attempt: Id | None = Field(default=None, description="attempt id; null for exam-wide events")
     student: Id | None = None
     ts: EpochMs = Field(description="server time when the gateway or service wrote it")
     client_ts: EpochMs | None = Field(default=None, description="client clock, if sent")

@@ -8,7 +8,7 @@ Legacy clients neither number nor resend their frames and expect no acks.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -34,18 +34,26 @@ class LegacyQuizData(BaseModel):
     time_start: int | None = None
     topic_uuid: str | None = None
 
-    @field_validator("quiz_id", "quiz_attempt_id", "student_id", mode="before")
+    @field_validator(
+        "quiz_id", "quiz_attempt_id", "student_id", mode="before", json_schema_input_type=str | int
+    )
     @classmethod
     def _ids_as_text(cls, value: object) -> object:
         return str(value) if isinstance(value, int) else value
 
-    @field_validator("time_end", "time_start", mode="before")
+    @field_validator(
+        "time_end", "time_start", mode="before", json_schema_input_type=int | float | str | None
+    )
     @classmethod
     def _epoch_ms(cls, value: object) -> object:
         if value is None or value == "":
             return None
         if isinstance(value, str) and not value.lstrip("-").isdigit():
-            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                # Read a zone-less time as UTC, so every gateway computes the same deadline.
+                moment = moment.replace(tzinfo=timezone.utc)
+            return int(moment.timestamp() * 1000)
         number = int(value) if isinstance(value, (str, float)) else value
         # Seconds and milliseconds are both seen in the wild; 1e11 s is the year 5138.
         if isinstance(number, int) and number < 100_000_000_000:

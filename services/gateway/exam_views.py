@@ -86,8 +86,9 @@ class ExamView:
             if new is not None and new is not old:
                 self.states[event.attempt] = new
                 row = new.view
-            elif old is not None and item.offset <= old.view.seq:
-                # Already in the snapshot: its timeline entry was before this proctor came.
+            elif old is not None and (item.offset <= old.view.seq or event.id in old.recent_ids):
+                # Already in the snapshot (its timeline entry was before this proctor came),
+                # or a client's resend logged twice: the first copy was surfaced already.
                 return Applied(row=None, notable=None)
         notable = event if event.type in NOTABLE_TYPES else None
         return Applied(row=row, notable=notable)

@@ -110,7 +110,8 @@ def interpret(
         if not isinstance(identity, StudentIdentity):
             return reject("not_allowed", "legacy frames are for students")
         return _legacy(data, identity, gateway=gateway, now_ms=now_ms)
-    if frame_type not in STUDENT_FRAME_TYPES | PROCTOR_FRAME_TYPES:
+    known = STUDENT_FRAME_TYPES | PROCTOR_FRAME_TYPES
+    if not isinstance(frame_type, str) or frame_type not in known:
         return reject("unknown_type", f"unknown frame type {frame_type!r}", frame_id)
     allowed = STUDENT_FRAME_TYPES if isinstance(identity, StudentIdentity) else PROCTOR_FRAME_TYPES
     if frame_type not in allowed:

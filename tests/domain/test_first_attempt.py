@@ -33,7 +33,7 @@ def test_supersedes(candidate: StudentView, holder: StudentView | None, wins: bo
 def _all_views() -> list[StudentView]:
     return [
         view(attempt, seq, attempt_no)
-        for attempt, attempt_no in (("a1", 1), ("a2", 2), ("a3", 3))
+        for attempt, attempt_no in (("a1", 1), ("b1", 1), ("a2", 2), ("a3", 3))
         for seq in (1, 5, 9)
     ]
 

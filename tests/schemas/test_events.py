@@ -34,12 +34,18 @@ from schemas.events import (
 STUDENT = EventSource(kind="student", id="stu-1", gateway=3)
 PROCTOR = EventSource(kind="proctor", id="proc-1", gateway=0)
 NOTIFIER = EventSource(kind="notifier", id="notifier-0")
-BASE: dict[str, Any] = {"exam": "exam-1", "attempt": "att-1", "student": "stu-1", "ts": 1_700_000_000_000}
+BASE: dict[str, Any] = {
+    "exam": "exam-1",
+    "attempt": "att-1",
+    "student": "stu-1",
+    "ts": 1_700_000_000_000,
+}
 
 
 def samples() -> list[ExamEvent]:
     student = {**BASE, "source": STUDENT, "client_ts": 1_699_999_999_000, "client_seq": 4}
     proctor = {**BASE, "student": None, "source": PROCTOR}
+    notifier = {**BASE, "source": NOTIFIER}
     return [
         StudentConnected(
             **{**BASE, "source": STUDENT},
@@ -56,14 +62,14 @@ def samples() -> list[ExamEvent]:
         ),
         StudentAnswer(**student, id="e4", question=4, answer="42"),
         StudentSubmitted(**student, id="e5", score=87.5),
-        StudentOffline(**{**BASE, "source": NOTIFIER}, id="e6", reason="heartbeat_timeout", since=5),
-        StudentBackOnline(**{**BASE, "source": NOTIFIER}, id="e7", offline_ms=1200, reason="closed"),
+        StudentOffline(**notifier, id="e6", reason="heartbeat_timeout", since=5),
+        StudentBackOnline(**notifier, id="e7", offline_ms=1200, reason="closed"),
         ProctorMessage(**proctor, id="e8", text="Eyes on your own screen"),
         ProctorAnnouncement(**{**proctor, "attempt": None}, id="e9", text="Ten minutes left"),
         ProctorPaused(**proctor, id="e10", reason="fire alarm"),
         ProctorResumed(**proctor, id="e11"),
         ProctorTimeExtended(**proctor, id="e12", seconds=300),
-        AlertRaised(**{**BASE, "source": NOTIFIER}, id="e13", kind="repeated_away", detail="5 times"),
+        AlertRaised(**notifier, id="e13", kind="repeated_away", detail="5 times"),
     ]
 
 
@@ -238,7 +244,9 @@ def test_wrong_schema_version_is_rejected() -> None:
 def test_unknown_source_kind_is_rejected() -> None:
     source = {"kind": "admin", "id": "root"}
 
-    assert errors_of(valid_status(source=source)) == [("student.status.source.kind", "literal_error")]
+    assert errors_of(valid_status(source=source)) == [
+        ("student.status.source.kind", "literal_error")
+    ]
 
 
 def test_status_values_are_limited_to_active_and_away() -> None:

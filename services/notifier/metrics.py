@@ -1,0 +1,47 @@
+"""Every Prometheus metric of the notifier, built in one place on an injected registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class NotifierMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.offline = Counter(
+            "notifier_offline_events_total",
+            "student.offline events written",
+            ["reason"],
+            registry=registry,
+        )
+        self.back_online = Counter(
+            "notifier_back_online_events_total",
+            "student.back_online events written, by why the student had been offline",
+            ["reason"],
+            registry=registry,
+        )
+        self.alerts = Counter(
+            "notifier_alerts_total", "alert.raised events written", ["kind"], registry=registry
+        )
+        self.connections = Gauge(
+            "notifier_tracked_connections",
+            "student connections on gateways believed alive",
+            registry=registry,
+        )
+        self.offline_attempts = Gauge(
+            "notifier_offline_attempts", "attempts whose verdict is offline", registry=registry
+        )
+        self.detection_lag = Histogram(
+            "notifier_detection_lag_seconds",
+            "offline verdict written minus the moment its rule fell due",
+            ["reason"],
+            buckets=_LAG_BUCKETS,
+            registry=registry,
+        )
+        self.bad_records = Counter(
+            "notifier_bad_records_total",
+            "records skipped because they did not decode",
+            ["topic"],
+            registry=registry,
+        )

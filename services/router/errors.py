@@ -1,0 +1,27 @@
+"""Errors of the router service.
+
+- ``RouterError``: base of everything below.
+  - ``StartupFailed``: Kafka could not be reached, or the presence topic could not be read
+    to its end within ``presence_catchup_timeout_s``; the router never routes with a
+    partial table.
+  - ``DeliveryFailed``: a batch's delivery records did not land within
+    ``delivery_timeout_s``; the worker stops before committing the batch so a restart
+    routes it again.
+
+Undecodable log and presence records are not errors of the service: they are counted,
+logged and skipped.
+"""
+
+from __future__ import annotations
+
+
+class RouterError(Exception):
+    pass
+
+
+class StartupFailed(RouterError):
+    pass
+
+
+class DeliveryFailed(RouterError):
+    pass

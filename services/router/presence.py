@@ -1,0 +1,127 @@
+"""Reading the compacted presence topic whole, with a plain aiokafka consumer.
+
+Every router worker must know every watch and every student connection, whatever log
+partitions it owns, so presence is read from the beginning of every partition with manual
+assignment and no consumer group. Not a Faust ``GlobalTable``: a table would need a Faust
+changelog topic of its own (presence is written by the gateways and the notifier, with our
+own keys and JSON), and its recovery does not tell us the one thing start-up needs, which
+is "the table now reflects everything that was in the topic when we started".
+
+``catch_up`` reads until the consumer's position reaches the end offsets seen at start;
+the router routes no log event before that (the Faust app is only started afterwards), so
+a restarted router never routes with a partial table. ``fetch`` then returns what arrives
+later, for the service to apply under its routing lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import ValidationError
+
+from adapters.kafka_clients import reader
+from adapters.settings import KafkaSettings
+from schemas.presence import PresenceRecord, decode_presence
+from services.router.errors import StartupFailed
+from services.router.metrics import RouterMetrics
+
+log = structlog.get_logger(__name__)
+
+_POLL_MS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceEntry:
+    key: bytes
+    record: PresenceRecord | None
+
+
+class PresenceReader:
+    def __init__(self, kafka: KafkaSettings, *, client_id: str, metrics: RouterMetrics) -> None:
+        self._kafka = kafka
+        self._metrics = metrics
+        self._consumer: AIOKafkaConsumer = reader(kafka, client_id=client_id)
+        self._partitions: list[TopicPartition] = []
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        """The underlying group-less consumer (also used for offset look-ups)."""
+        return self._consumer
+
+    async def start(self) -> None:
+        timeout = self._kafka.request_timeout_s
+        topic = self._kafka.presence_topic
+        try:
+            async with asyncio.timeout(timeout * 3):
+                await self._consumer.start()
+                # Assigning partition 0 (every topic has one) makes the consumer track the
+                # topic's metadata; then every partition is known and assigned.
+                self._consumer.assign([TopicPartition(topic, 0)])
+                while (partitions := self._consumer.partitions_for_topic(topic)) is None:
+                    await asyncio.sleep(0.05)
+            self._partitions = [TopicPartition(topic, p) for p in sorted(partitions)]
+            self._consumer.assign(self._partitions)
+            async with asyncio.timeout(timeout):
+                await self._consumer.seek_to_beginning(*self._partitions)
+        except TimeoutError as exc:
+            raise StartupFailed(f"presence topic {topic!r} unreachable or missing") from exc
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def catch_up(self, apply: Callable[[PresenceEntry], object], timeout_s: float) -> int:
+        """Apply everything in the topic up to the end offsets as they are now."""
+        count = 0
+        try:
+            async with asyncio.timeout(timeout_s):
+                ends = await self._consumer.end_offsets(self._partitions)
+                while not await self._reached(ends):
+                    for entry in await self.fetch():
+                        apply(entry)
+                        count += 1
+        except TimeoutError as exc:
+            raise StartupFailed(
+                f"presence not read to its end within {timeout_s}s ({count} records so far)"
+            ) from exc
+        log.info("presence caught up", records=count, ends={tp.partition: o for tp, o in ends.items()})
+        return count
+
+    async def _reached(self, ends: dict[TopicPartition, int]) -> bool:
+        for tp, end in ends.items():
+            if await self._consumer.position(tp) < end:
+                return False
+        return True
+
+    async def fetch(self) -> Sequence[PresenceEntry]:
+        """The next records (possibly none after a short wait), decoded; bad ones skipped."""
+        batches = await self._consumer.getmany(timeout_ms=_POLL_MS, max_records=2000)
+        entries: list[PresenceEntry] = []
+        for records in batches.values():
+            for record in records:
+                entry = self._decode(record.key, record.value, record.offset)
+                if entry is not None:
+                    entries.append(entry)
+        return entries
+
+    def _decode(self, key: bytes | None, value: bytes | None, offset: int) -> PresenceEntry | None:
+        if key is None:
+            self._metrics.bad_presence.inc()
+            log.warning("presence record without key skipped", offset=offset)
+            return None
+        if value is None:
+            return PresenceEntry(key, None)
+        try:
+            return PresenceEntry(key, decode_presence(value))
+        except ValidationError as exc:
+            self._metrics.bad_presence.inc()
+            log.warning(
+                "undecodable presence record skipped",
+                key=key.decode(errors="replace"),
+                offset=offset,
+                error=str(exc).splitlines()[0],
+            )
+            return None

@@ -1,0 +1,407 @@
+"""The router process: presence in, log in, targeted deliveries out.
+
+Start-up, in order (``RouterService.start``):
+1. the ops server (``/readyz`` answers 503 until step 3 is done);
+2. the presence topic is read whole, up to the end offsets seen at this moment
+   (``PresenceReader.catch_up``); no log event is routed before that, because the Faust
+   app that consumes the log is only started afterwards;
+3. the Faust app starts: it joins the consumer group ``router.group_id`` on the event log,
+   and its agent routes batches (``stream.take_events``); a background task keeps
+   applying new presence records.
+
+One asyncio lock orders everything that reads or changes the routing table and writes to
+the deliveries topic: routing a batch and producing its records, applying presence and
+producing ``WatchReady``, taking over partitions and re-announcing watches. All records
+go through the Faust app's one producer, so on a slot's partition every ``WatchReady`` sits
+after the deliveries of the events at or below its positions and before those above.
+
+Positions (``domain.routing.PartitionPositions``): on each assignment the start offset of
+each log partition is the group's committed offset, read from Kafka with the admin client
+(Faust seeks every assigned partition to exactly that offset; with nothing committed it
+is the partition's earliest offset, as ``consumer_auto_offset_reset="earliest"``); then
+each routed batch records the last offset it routed per partition. On every assignment
+every live watch is confirmed again with the new positions, because a gateway waits for a
+``WatchReady`` covering each log partition, and the worker that owned a partition before
+may have died before answering.
+
+At least once: a batch's delivery records are awaited before the agent asks for the next
+batch, which is when Faust acks the batch's events; Faust commits acked offsets only
+(after flushing its producer). A restart routes again what was not committed; gateways
+drop repeats by seq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Sequence
+from typing import Any, cast
+
+import faust
+import structlog
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from adapters.ops_http import start_ops_server
+from domain.routing import (
+    NOBODY,
+    BadEvent,
+    EventHead,
+    PartitionPositions,
+    RoutingTable,
+    WatchStarted,
+)
+from services.router.batches import BatchBuilder
+from services.router.errors import DeliveryFailed, RouterError, StartupFailed
+from services.router.metrics import RouterMetrics
+from services.router.presence import PresenceEntry, PresenceReader
+from services.router.settings import RouterSettings
+
+log = structlog.get_logger(__name__)
+
+
+def faust_broker_url(bootstrap: str) -> str:
+    return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
+
+
+class RouterService:
+    def __init__(self, settings: RouterSettings, registry: CollectorRegistry | None = None) -> None:
+        self._settings = settings
+        self._opts = settings.router
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = RouterMetrics(self.registry)
+        self.table = RoutingTable()
+        self.positions = PartitionPositions()
+        self._lock = asyncio.Lock()
+        self._presence = PresenceReader(
+            settings.kafka, client_id=f"{self._opts.instance}-presence", metrics=self.metrics
+        )
+        self._admin: AIOKafkaAdminClient | None = None
+        self._app: faust.App | None = None
+        self._ops: web.AppRunner | None = None
+        self._follow: asyncio.Task[None] | None = None
+        self._caught_up = False
+        self._app_started = False
+        self._failed = asyncio.Event()
+        self.failure: BaseException | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._ops = await start_ops_server(
+            self.registry, self.ready, host=self._opts.ops_host, port=self._opts.ops_port
+        )
+        await self._presence.start()
+        await self._presence.catch_up(self._apply_presence, self._opts.presence_catchup_timeout_s)
+        self._caught_up = True
+        self._admin = AIOKafkaAdminClient(
+            bootstrap_servers=self._settings.kafka.bootstrap,
+            client_id=f"{self._opts.instance}-admin",
+            request_timeout_ms=int(self._settings.kafka.request_timeout_s * 1000),
+        )
+        try:
+            async with asyncio.timeout(self._settings.kafka.request_timeout_s * 3):
+                await self._admin.start()
+        except TimeoutError as exc:
+            raise StartupFailed("Kafka admin client could not connect") from exc
+        self._app = self._build_app()
+        await self._app.start()
+        self._app_started = True
+        self._follow = asyncio.create_task(self._follow_presence(), name="router-presence")
+        log.info("router started", group=self._opts.group_id, instance=self._opts.instance)
+
+    async def stop(self) -> None:
+        """Stop consuming, flush and commit, close; in reverse order of start."""
+        if self._follow is not None:
+            self._follow.cancel()
+            try:
+                await self._follow
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # noqa: BLE001 - already reported through self.failure
+                pass
+            self._follow = None
+        if self._app is not None:
+            # Faust stops the agent, waits for its streams, flushes the producer, commits.
+            await self._app.stop()
+            self._app = None
+            self._app_started = False
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
+        await self._presence.stop()
+        if self._ops is not None:
+            await self._ops.cleanup()
+            self._ops = None
+        log.info("router stopped")
+
+    async def wait(self) -> None:
+        """Return when the Faust app stops on its own; raise if the router failed."""
+        app = self._app
+        if app is None:
+            raise RouterError("router not started")
+        done, pending = await asyncio.wait(
+            [
+                asyncio.ensure_future(app.wait_until_stopped()),
+                asyncio.ensure_future(self._failed.wait()),
+            ],
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        for task in pending:
+            task.cancel()
+        if self.failure is not None:
+            raise self.failure
+        if app.crashed:
+            raise RouterError(f"Faust app crashed: {app.crash_reason!r}")
+
+    def ready(self) -> bool:
+        app = self._app
+        return (
+            self._caught_up
+            and self._app_started
+            and app is not None
+            and not app.should_stop
+            and self.failure is None
+        )
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+            log.error("router failed", error=repr(exc))
+        self._failed.set()
+
+    # -- Faust -------------------------------------------------------------------------------
+
+    def _build_app(self) -> faust.App:
+        kafka, opts = self._settings.kafka, self._opts
+        app = faust.App(
+            opts.group_id,
+            broker=faust_broker_url(kafka.bootstrap),
+            broker_client_id=opts.instance,
+            autodiscover=False,
+            store="memory://",
+            # Our topics are created by adapters.kafka_topics.ensure_topics, never by Faust;
+            # no leader topic and no tables, so Faust creates no topic of its own either.
+            topic_allow_declare=False,
+            topic_disable_leader=True,
+            table_standby_replicas=0,
+            web_enabled=False,
+            key_serializer="raw",
+            value_serializer="raw",
+            consumer_auto_offset_reset="earliest",
+            broker_commit_interval=opts.commit_interval_s,
+            stream_buffer_maxsize=opts.stream_buffer_maxsize,
+            # Revocation waits for in-flight batches: no event of a revoked partition is
+            # routed after the revoked signal (PartitionPositions relies on it).
+            stream_wait_empty=True,
+            producer_max_request_size=max(2 * opts.max_record_bytes, 1_048_576),
+            producer_request_timeout=opts.delivery_timeout_s,
+        )
+        topic = app.topic(
+            kafka.events_topic,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        app.agent(topic, name=f"{opts.group_id}.route", concurrency=1)(self._route_stream)
+        # mode's SignalHandlerT cannot be satisfied under mypy (even by a plain function).
+        app.on_partitions_assigned.connect(cast(Any, self._on_assigned))
+        app.on_partitions_revoked.connect(cast(Any, self._on_revoked))
+        app.finalize()
+        return app
+
+    async def _route_stream(self, stream: Any) -> None:
+        async for events in stream.take_events(self._opts.batch_max_events, self._opts.batch_within_s):
+            try:
+                await self._route_batch(events)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._fail(exc)
+                raise
+
+    async def _route_batch(self, events: list[Any]) -> None:
+        started = time.perf_counter()
+        builder = BatchBuilder(self._opts.max_record_bytes)
+        last: dict[int, int] = {}
+        bad = 0
+        async with self._lock:
+            targets_of = self.table.targets
+            for event in events:
+                message = event.message
+                partition, offset, raw = message.partition, message.offset, message.value
+                last[partition] = offset
+                try:
+                    head = EventHead.parse(raw)
+                except BadEvent as exc:
+                    bad += 1
+                    log.warning("unroutable log record skipped", partition=partition,
+                                offset=offset, error=str(exc))
+                    continue
+                targets = targets_of(head)
+                if targets is not NOBODY:
+                    builder.add_event(targets, head, partition, offset, raw)
+            pending = await self._produce(builder)
+            for partition, offset in last.items():
+                self.positions.routed(partition, offset)
+        await self._await_deliveries(pending)
+        metrics = self.metrics
+        metrics.events.inc(len(events))
+        if bad:
+            metrics.bad_events.inc(bad)
+        for kind, count in builder.item_counts.items():
+            if count:
+                metrics.items.labels(kind).inc(count)
+        metrics.batch_events.observe(len(events))
+        metrics.batch_seconds.observe(time.perf_counter() - started)
+        self._observe_lag(last)
+
+    async def _produce(self, builder: BatchBuilder) -> list[Awaitable[Any]]:
+        """Append the batch's records to the producer, in order; their futures."""
+        app = self._app
+        if app is None or not builder:
+            return []
+        producer = app.producer
+        topic = self._settings.kafka.deliveries_topic
+        pending: list[Awaitable[Any]] = []
+        size = 0
+        for slot, record in builder.records():
+            pending.append(await producer.send(topic, None, record, slot, None, None))
+            size += len(record)
+        self.metrics.records.inc(len(pending))
+        self.metrics.record_bytes.inc(size)
+        return pending
+
+    async def _await_deliveries(self, pending: list[Awaitable[Any]]) -> None:
+        if not pending:
+            return
+        try:
+            async with asyncio.timeout(self._opts.delivery_timeout_s):
+                await asyncio.gather(*pending)
+        except TimeoutError as exc:
+            raise DeliveryFailed(
+                f"{len(pending)} delivery records not acknowledged within "
+                f"{self._opts.delivery_timeout_s}s"
+            ) from exc
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise DeliveryFailed(f"delivery record failed: {exc!r}") from exc
+
+    def _observe_lag(self, last: dict[int, int]) -> None:
+        app = self._app
+        if app is None:
+            return
+        topic = self._settings.kafka.events_topic
+        for partition, offset in last.items():
+            try:
+                highwater = app.consumer.highwater(TopicPartition(topic, partition))
+            except Exception:  # noqa: BLE001 - a metric must never break routing
+                continue
+            if highwater is not None and highwater >= 0:
+                self.metrics.lag.labels(str(partition)).set(max(highwater - offset - 1, 0))
+
+    # -- rebalances --------------------------------------------------------------------------
+
+    async def _on_assigned(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Faust signal: (app, assigned: set[TP])
+        assigned: set[Any] = args[0]
+        topic = self._settings.kafka.events_topic
+        mine = sorted(tp.partition for tp in assigned if tp.topic == topic)
+        self.metrics.rebalances.inc()
+        try:
+            starts = await self._start_offsets(mine)
+        except Exception as exc:
+            self._fail(StartupFailed(f"cannot read start offsets of {mine}: {exc!r}"))
+            raise
+        async with self._lock:
+            self.positions.assigned(starts)
+            self.metrics.owned_partitions.set(len(self.positions.owned))
+            builder = BatchBuilder(self._opts.max_record_bytes)
+            positions = self.positions.snapshot()
+            if positions:
+                for started in self.table.watches():
+                    builder.add_watch_ready(started.slot, started.ready(positions))
+            pending = await self._produce(builder)
+        self.metrics.watch_ready.inc(builder.item_counts["watch_ready"])
+        log.info("log partitions assigned", partitions=mine, positions=positions,
+                 watches_confirmed=builder.item_counts["watch_ready"])
+        await self._await_deliveries(pending)
+
+    async def _on_revoked(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Faust signal: (app, revoked: set[TP])
+        revoked: set[Any] = args[0]
+        topic = self._settings.kafka.events_topic
+        gone = [tp.partition for tp in revoked if tp.topic == topic]
+        async with self._lock:
+            self.positions.revoked(gone)
+            self.metrics.owned_partitions.set(len(self.positions.owned))
+            for partition in gone:
+                try:
+                    self.metrics.lag.remove(str(partition))
+                except KeyError:
+                    pass  # no batch of it was routed yet
+        log.info("log partitions revoked", partitions=sorted(gone))
+
+    async def _start_offsets(self, partitions: list[int]) -> dict[int, int]:
+        """First offset Faust reads per partition: committed, else earliest."""
+        if not partitions:
+            return {}
+        admin = self._admin
+        if admin is None:
+            raise RouterError("admin client not started")
+        topic = self._settings.kafka.events_topic
+        tps = [TopicPartition(topic, p) for p in partitions]
+        async with asyncio.timeout(self._settings.kafka.request_timeout_s):
+            committed = await admin.list_consumer_group_offsets(
+                self._opts.group_id, partitions=tps
+            )
+            earliest = await self._presence.consumer.beginning_offsets(tps)
+        starts: dict[int, int] = {}
+        for tp in tps:
+            first = earliest.get(tp, 0)
+            meta = committed.get(tp)
+            offset = meta.offset if meta is not None else -1
+            # An offset below the earliest was deleted by retention: the consumer resets
+            # to the earliest, like an absent one.
+            starts[tp.partition] = max(offset, first) if offset >= 0 else first
+        return starts
+
+    # -- presence ----------------------------------------------------------------------------
+
+    def _apply_presence(self, entry: PresenceEntry) -> list[WatchStarted]:
+        started = self.table.apply(entry.key, entry.record)
+        self.metrics.presence_records.inc()
+        watches, connections = self.table.counts()
+        self.metrics.watches.set(watches)
+        self.metrics.connections.set(connections)
+        return started
+
+    async def _follow_presence(self) -> None:
+        try:
+            while True:
+                entries = await self._presence.fetch()
+                if entries:
+                    await self._apply_live(entries)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._fail(exc)
+            raise
+
+    async def _apply_live(self, entries: Sequence[PresenceEntry]) -> None:
+        builder = BatchBuilder(self._opts.max_record_bytes)
+        async with self._lock:
+            positions = self.positions.snapshot()
+            for entry in entries:
+                for started in self._apply_presence(entry):
+                    # With no partition owned yet, the next assignment confirms every watch.
+                    if positions:
+                        builder.add_watch_ready(started.slot, started.ready(positions))
+            pending = await self._produce(builder)
+        if builder:
+            self.metrics.watch_ready.inc(builder.item_counts["watch_ready"])
+        await self._await_deliveries(pending)

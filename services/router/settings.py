@@ -1,0 +1,51 @@
+"""Router settings (``PROCTOR_ROUTER__*``) on top of the shared ones."""
+
+from __future__ import annotations
+
+import uuid
+
+from pydantic import BaseModel, Field
+
+from adapters.settings import CommonSettings
+
+
+class RouterOptions(BaseModel):
+    group_id: str = Field(
+        default="router",
+        description="Faust app id, hence the consumer group on the event log; one per deployment",
+    )
+    instance: str = Field(
+        default_factory=lambda: f"router-{uuid.uuid4().hex[:12]}",
+        description="this process's identity (Kafka client id)",
+    )
+    ops_host: str = Field(default="127.0.0.1", description="ops server listen address")
+    ops_port: int = Field(default=8091, description="ops server port: /healthz /readyz /metrics")
+    batch_max_events: int = Field(
+        default=1000, ge=1, description="most log events routed as one batch"
+    )
+    batch_within_s: float = Field(
+        default=0.002,
+        gt=0,
+        description="how long a batch waits to fill; every event waits up to this long",
+    )
+    max_record_bytes: int = Field(
+        default=512 * 1024,
+        ge=16 * 1024,
+        description="a slot's items for one batch are split into records of at most this size",
+    )
+    delivery_timeout_s: float = Field(
+        default=30.0, gt=0, description="a batch's deliveries must land within this time"
+    )
+    presence_catchup_timeout_s: float = Field(
+        default=120.0, gt=0, description="bound on re-reading the presence topic at start"
+    )
+    commit_interval_s: float = Field(
+        default=1.0, gt=0, description="how often routed log offsets are committed"
+    )
+    stream_buffer_maxsize: int = Field(
+        default=4096, ge=1, description="log events Faust buffers per partition ahead of routing"
+    )
+
+
+class RouterSettings(CommonSettings):
+    router: RouterOptions = RouterOptions()
