@@ -175,6 +175,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         "dynamo_refused": int(sample("status_dynamo_writes_total", outcome="refused")),
         "events_per_dynamo_write": round(len(events) / writes, 1) if writes else None,
         "batches": int(sample("status_batch_seconds_count")),
+        "batch_seconds_total": round(sample("status_batch_seconds_sum"), 2),
+        "state_loads_from_redis": int(sample("status_state_loads_total")),
         "flushes": int(sample("status_dynamo_flush_seconds_count")),
     }
 

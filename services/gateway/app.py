@@ -167,7 +167,9 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
         identity = app[CODEC].verify(token_from(request))
     except TokenError as exc:
         app[METRICS].frames_rejected.labels(exc.code).inc()
-        await ws.send_str(ErrorFrame(code=exc.code, message=str(exc)).model_dump_json())
+        await ws.send_str(
+            ErrorFrame(code=exc.code, message=str(exc)).model_dump_json(exclude_none=True)
+        )
         await ws.close(code=CLOSE_UNAUTHORIZED, message=exc.code.encode())
         return ws
     conn = Connection(

@@ -8,6 +8,7 @@ import uuid
 
 import structlog
 from aiohttp import WSMsgType, web
+from redis.exceptions import RedisError
 
 from adapters.snapshot_store import SnapshotStore
 from adapters.tokens import StudentIdentity
@@ -117,10 +118,12 @@ class Session:
         )
         await self._publisher.presence(connection_key(self.conn.id), self._connection_record)
         self._publisher.heartbeat(who.attempt)
-        session = StudentSession(exam=who.exam, attempt=who.attempt, student=who.sub)
+        session = StudentSession(
+            exam=who.exam, attempt=who.attempt, student=who.sub, time_end=who.time_end
+        )
         try:
             state = await self._snapshots.read_attempt(who.exam, who.attempt)
-        except (TimeoutError, OSError):
+        except (TimeoutError, OSError, RedisError):
             state = None  # the page still works; it just starts without the stored timer
         if state is not None:
             session = session.model_copy(
@@ -193,6 +196,10 @@ class Session:
             self._throttled()
             return
         self._dropped_in_row = 0
+        identity = self.conn.identity
+        if isinstance(identity, StudentIdentity):
+            # Any frame proves the page is alive; legacy clients send no heartbeats at all.
+            self._publisher.heartbeat(identity.attempt)
         received = time.perf_counter()
         decision = protocol.interpret(
             raw,
@@ -204,8 +211,7 @@ class Session:
         self._metrics.frames_in.labels(type(decision).__name__).inc()
         match decision:
             case protocol.Heartbeat():
-                if isinstance(self.conn.identity, StudentIdentity):
-                    self._publisher.heartbeat(self.conn.identity.attempt)
+                pass  # already counted: every student frame is a heartbeat
             case protocol.Publish():
                 await self._publish(decision, received)
             case protocol.ProctorCommand():
@@ -264,7 +270,7 @@ class Session:
         assert event.attempt is not None
         try:
             state = await self._snapshots.read_attempt(event.exam, event.attempt)
-        except (TimeoutError, OSError):
+        except (TimeoutError, OSError, RedisError):
             self._unavailable(decision.ack_id)
             return
         if state is None:

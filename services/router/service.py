@@ -24,10 +24,11 @@ every live watch is confirmed again with the new positions, because a gateway wa
 ``WatchReady`` covering each log partition, and the worker that owned a partition before
 may have died before answering.
 
-At least once: a batch's delivery records are awaited before the agent asks for the next
-batch, which is when Faust acks the batch's events; Faust commits acked offsets only
-(after flushing its producer). A restart routes again what was not committed; gateways
-drop repeats by seq.
+At least once: the agent takes batches without acking them (``noack_take``); an acker task
+waits for each batch's delivery records to land and only then acks its events, and Faust
+commits acked offsets only (after flushing its producer). A delivery that fails stops the
+router before its events are acked. A restart routes again what was not committed;
+gateways drop repeats by seq.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
@@ -60,6 +62,15 @@ from services.router.presence import PresenceEntry, PresenceReader
 from services.router.settings import RouterSettings
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A routed batch whose delivery records may not have landed yet."""
+
+    pending: list[Awaitable[Any]]
+    events: list[Any]
+    started: float
 
 
 def faust_broker_url(bootstrap: str) -> str:
@@ -214,16 +225,54 @@ class RouterService:
         return app
 
     async def _route_stream(self, stream: Any) -> None:
-        async for events in stream.take_events(self._opts.batch_max_events, self._opts.batch_within_s):
-            try:
-                await self._route_batch(events)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._fail(exc)
-                raise
+        """The Faust agent: route each batch, hand its deliveries to the acker, go on.
 
-    async def _route_batch(self, events: list[Any]) -> None:
+        ``noack_take`` rather than ``take_events``: Faust fills no batch while the agent
+        holds one, so the agent must not wait for deliveries to land; the acker task does,
+        and acks the batch's events (making their offsets committable) only then.
+        """
+        in_flight: asyncio.Queue[_InFlight] = asyncio.Queue(self._opts.batches_in_flight)
+        acker = asyncio.create_task(self._ack_batches(stream, in_flight), name="router-acker")
+        try:
+            async for events in stream.noack_take(
+                self._opts.batch_max_events, self._opts.batch_within_s
+            ):
+                if self.failure is not None:
+                    raise self.failure
+                try:
+                    batch = await self._route_batch(events)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self._fail(exc)
+                    raise
+                await in_flight.put(batch)
+        finally:
+            # Let what is in flight land and be acked, so the final commit covers it.
+            try:
+                async with asyncio.timeout(self._opts.delivery_timeout_s):
+                    await in_flight.join()
+            except TimeoutError:
+                log.warning("deliveries still in flight at agent stop", batches=in_flight.qsize())
+            finally:
+                acker.cancel()
+
+    async def _ack_batches(self, stream: Any, in_flight: asyncio.Queue[_InFlight]) -> None:
+        try:
+            while True:
+                batch = await in_flight.get()
+                await self._await_deliveries(batch.pending)
+                for event in batch.events:
+                    await stream.ack(event)
+                self.metrics.batch_seconds.observe(time.perf_counter() - batch.started)
+                in_flight.task_done()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._fail(exc)
+            raise
+
+    async def _route_batch(self, events: list[Any]) -> _InFlight:
         started = time.perf_counter()
         builder = BatchBuilder(self._opts.max_record_bytes)
         last: dict[int, int] = {}
@@ -238,8 +287,12 @@ class RouterService:
                     head = EventHead.parse(raw)
                 except BadEvent as exc:
                     bad += 1
-                    log.warning("unroutable log record skipped", partition=partition,
-                                offset=offset, error=str(exc))
+                    log.warning(
+                        "unroutable log record skipped",
+                        partition=partition,
+                        offset=offset,
+                        error=str(exc),
+                    )
                     continue
                 targets = targets_of(head)
                 if targets is not NOBODY:
@@ -247,7 +300,6 @@ class RouterService:
             pending = await self._produce(builder)
             for partition, offset in last.items():
                 self.positions.routed(partition, offset)
-        await self._await_deliveries(pending)
         metrics = self.metrics
         metrics.events.inc(len(events))
         if bad:
@@ -256,8 +308,8 @@ class RouterService:
             if count:
                 metrics.items.labels(kind).inc(count)
         metrics.batch_events.observe(len(events))
-        metrics.batch_seconds.observe(time.perf_counter() - started)
         self._observe_lag(last)
+        return _InFlight(pending, events, started)
 
     async def _produce(self, builder: BatchBuilder) -> list[Awaitable[Any]]:
         """Append the batch's records to the producer, in order; their futures."""

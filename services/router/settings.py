@@ -33,6 +33,9 @@ class RouterOptions(BaseModel):
         ge=16 * 1024,
         description="a slot's items for one batch are split into records of at most this size",
     )
+    batches_in_flight: int = Field(
+        default=16, ge=1, description="routed batches whose deliveries may be awaiting acks"
+    )
     delivery_timeout_s: float = Field(
         default=30.0, gt=0, description="a batch's deliveries must land within this time"
     )

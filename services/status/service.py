@@ -72,8 +72,6 @@ class StatusService:
         self._cfg = settings.status
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = StatusMetrics(self.registry)
-        self._dynamo_override = dynamo
-        self._snapshots_override = snapshots
         self._stop = asyncio.Event()
         self._flush_wanted = asyncio.Event()
         self._batch_lock = asyncio.Lock()
@@ -85,8 +83,9 @@ class StatusService:
         self._started = False
         self._draining = False
         self._consumer: AIOKafkaConsumer | None = None
-        self._snapshots: SnapshotStore | None = None
-        self._dynamo: StatusStore | None = None
+        # Injected stores (tests) are used as given; otherwise run() opens the real ones.
+        self._snapshots: SnapshotStore | None = snapshots
+        self._dynamo: StatusStore | None = dynamo
         self.ops_port: int | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -114,18 +113,14 @@ class StatusService:
         stack.push_async_callback(runner.cleanup)
         self.ops_port = _bound_port(runner.addresses)
 
-        if self._snapshots_override is not None:
-            self._snapshots = self._snapshots_override
-        else:
+        if self._snapshots is None:
             client = aioredis.Redis.from_url(self.settings.redis.url)
             stack.push_async_callback(client.aclose)
             self._snapshots = RedisSnapshotStore(
                 client, self.settings.redis, topic=kafka.events_topic
             )
 
-        if self._dynamo_override is not None:
-            self._dynamo = self._dynamo_override
-        else:
+        if self._dynamo is None:
             store = DynamoStatusStore(
                 self.settings.dynamo, workers=cfg.dynamo_workers, timeout_s=cfg.dynamo_timeout_s
             )
@@ -255,7 +250,12 @@ class StatusService:
                     return None
 
         async def load_all() -> list[AttemptState | None]:
-            return list(await asyncio.gather(*(load(key) for key in wanted)))
+            # Every read finishes before a failure is raised, so none outlives this attempt.
+            results = await asyncio.gather(*(load(key) for key in wanted), return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            return [r for r in results if not isinstance(r, BaseException)]
 
         loaded = await self._until_done("redis", load_all, "state load")
         ahead: list[AttemptState] = []
@@ -300,7 +300,15 @@ class StatusService:
             if not views and not offsets:
                 return
             started = time.perf_counter()
-            await self._write_first_attempts(views)
+            try:
+                await self._write_first_attempts(views)
+            except BaseException:
+                # Cancelled (rebalance or shutdown deadline): a later commit of the same
+                # partitions must not skip these writes, so they go back in line.
+                self._buffer.restage(views)
+                for tp, offset in offsets.items():
+                    self._uncommitted[tp] = max(self._uncommitted.get(tp, offset), offset)
+                raise
             await self._commit(offsets)
             self.metrics.flush_seconds.observe(time.perf_counter() - started)
             self.metrics.dynamo_pending.set(len(self._buffer))
@@ -334,6 +342,8 @@ class StatusService:
             todo = failed
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if not offsets:
+            return
         consumer = self._kafka
         assigned = consumer.assignment()
         mine = {tp: offset for tp, offset in offsets.items() if tp in assigned}
@@ -357,6 +367,8 @@ class StatusService:
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         revoked = set(revoked)
+        if not revoked:
+            return  # first join: nothing held yet
         async with self._batch_lock:
             try:
                 async with asyncio.timeout(self._cfg.drain_timeout_s):

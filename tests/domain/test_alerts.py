@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 from pydantic import ValidationError
 
@@ -22,10 +24,10 @@ STUDENT = EventSource(kind="student", id="s1")
 NOTIFIER = EventSource(kind="notifier", id="n")
 
 
-def status(status: str, ts: int, attempt: str = "a1") -> StudentStatus:
+def status(status: Literal["active", "away"], ts: int, attempt: str = "a1") -> StudentStatus:
     return StudentStatus(
         id=f"st-{attempt}-{ts}", exam="e1", attempt=attempt, student="s1", ts=ts, source=STUDENT,
-        status=status,  # type: ignore[arg-type]
+        status=status,
     )
 
 
@@ -41,7 +43,7 @@ def feed(rules: AlertRules, *events: ExamEvent) -> list[AlertRaised]:
 
 
 def rules(**thresholds: float) -> AlertRules:
-    return AlertRules(AlertThresholds(**thresholds), source_id="n")  # type: ignore[arg-type]
+    return AlertRules(AlertThresholds(**thresholds), source_id="n")
 
 
 def test_each_offline_event_raises_an_offline_alert() -> None:
@@ -115,7 +117,7 @@ def test_thresholds_change_the_outcome_of_the_same_history() -> None:
 
     def run(thresholds: AlertThresholds) -> list[str]:
         r = AlertRules(thresholds, source_id="audit")
-        out = []
+        out: list[str] = []
         for event in history:
             out += [a.kind for a in r.tick(event.ts)]
             out += [a.kind for a in r.on_event(event)]
