@@ -130,7 +130,8 @@ class DynamoStatusStore:
         return self._table
 
     async def open(self, *, create_table: bool = True) -> None:
-        self._client = await self._call(self._make_client)
+        if self._client is None:
+            self._client = await self._call(self._make_client)
         if create_table:
             await self.ensure_table()
 

@@ -84,7 +84,7 @@ class AlertRules:
             att = self._attempts[attempt_id] = _Attempt(event.exam, event.student)
         match event:
             case AlertRaised():
-                pass
+                att.raised.add(event.id)
                 return []
             case StudentStatus(status="away"):
                 return self._on_away(attempt_id, att, event.ts)

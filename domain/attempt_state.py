@@ -93,7 +93,9 @@ def _changes(view: StudentView, event: ExamEvent) -> dict[str, object] | None:
                 "answered": event.answered,
                 "total": event.total,
             }
-            if event.time_remaining_s is not None and not view.paused:
+            # The server's deadline (token, extensions, pauses) wins once known; a page's own
+            # countdown only fills it in, so a page that missed an extension can't roll it back.
+            if event.time_remaining_s is not None and view.time_end is None:
                 changes["time_end"] = event.ts + event.time_remaining_s * 1000
             return changes
         case StudentAnswer():

@@ -130,15 +130,15 @@ class StatusService:
             )
             self._dynamo = store
 
+        consumer = group_consumer(kafka, group_id=cfg.group_id, client_id=cfg.client_id)
+        consumer.subscribe([kafka.events_topic], listener=_Rebalance(self))
+        stack.push_async_callback(consumer.stop)
         try:
             await ensure_topics(kafka)
-            consumer = group_consumer(kafka, group_id=cfg.group_id, client_id=cfg.client_id)
-            consumer.subscribe([kafka.events_topic], listener=_Rebalance(self))
             async with asyncio.timeout(kafka.request_timeout_s * 3):
                 await consumer.start()
         except (KafkaError, OSError, TimeoutError) as exc:
             raise StartupFailed(f"Kafka at {kafka.bootstrap}: {exc}") from exc
-        stack.push_async_callback(consumer.stop)
         self._consumer = consumer
 
     async def _serve(self) -> None:

@@ -49,6 +49,7 @@ async def test_clean_close_is_offline_within_one_second(
             assert response.status == 200
     assert 'notifier_offline_events_total{reason="closed"} 1.0' in metrics
     assert 'notifier_alerts_total{kind="offline"} 1.0' in metrics
+    assert 'notifier_detection_lag_seconds_count{reason="closed"} 1.0' in metrics
 
 
 async def test_superseded_connection_is_not_offline(
