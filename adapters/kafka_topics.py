@@ -59,7 +59,14 @@ async def ensure_topics(kafka: KafkaSettings) -> list[str]:
             for spec in missing:
                 try:
                     await admin.create_topics(
-                        [NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.config)]
+                        [
+                            NewTopic(
+                                spec.name,
+                                spec.partitions,
+                                kafka.replication_factor,
+                                topic_configs=spec.config,
+                            )
+                        ]
                     )
                 except TopicAlreadyExistsError:
                     pass

@@ -26,6 +26,9 @@ class KafkaSettings(BaseModel):
     )
     deliveries_retention_ms: int = Field(default=3_600_000, description="deliveries are transient")
     heartbeats_retention_ms: int = Field(default=600_000, description="heartbeats are transient")
+    replication_factor: int = Field(
+        default=1, ge=1, description="replicas per topic partition when topics are created"
+    )
     request_timeout_s: float = Field(default=10.0, description="bound on any single Kafka call")
 
 
@@ -47,7 +50,10 @@ class DynamoSettings(BaseModel):
 
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="PROCTOR_", env_nested_delimiter="__", extra="ignore"
+        env_prefix="PROCTOR_",
+        env_nested_delimiter="__",
+        env_parse_none_str="null",
+        extra="ignore",
     )
 
     kafka: KafkaSettings = KafkaSettings()

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+import orjson
 from pydantic import ValidationError
 
 from adapters.kafka_topics import ensure_topics
@@ -202,45 +203,7 @@ async def produce(kafka: KafkaSettings, topic: str, records: list[tuple[bytes, b
         await producer.stop()
 
 
-async def run(args: argparse.Namespace) -> dict[str, object]:
-    rng = random.Random(args.seed)
-    run_id = uuid.uuid4().hex[:8]
-    kafka = KafkaSettings(
-        bootstrap=args.bootstrap,
-        events_topic=f"bench-{run_id}.events",
-        presence_topic=f"bench-{run_id}.presence",
-        heartbeats_topic=f"bench-{run_id}.heartbeats",
-        deliveries_topic=f"bench-{run_id}.deliveries",
-        events_partitions=args.partitions,
-        deliveries_partitions=args.slots,
-    )
-    await ensure_topics(kafka)
-    plan = Plan.build(args.slots, args.exams, args.students_per_exam, args.watchers, rng)
-    await produce(kafka, kafka.presence_topic, presence_records(plan))
-
-    attempts = list(plan.student_slot)
-    log_records: list[tuple[bytes, bytes]] = []
-    expected = 0
-    for i in range(args.events):
-        attempt = rng.choice(attempts)
-        event = make_event(i, attempt, plan.exam_of[attempt], rng)
-        expected += expected_items(event, plan)
-        log_records.append((log_key(event), encode_event(event)))
-    t_produce = time.perf_counter()
-    await produce(kafka, kafka.events_topic, log_records)
-    produce_s = time.perf_counter() - t_produce
-    mean_event_bytes = sum(len(v) for _, v in log_records) / len(log_records)
-    del log_records
-
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap, group_id=None, enable_auto_commit=False,
-        auto_offset_reset="earliest", fetch_max_wait_ms=50, max_partition_fetch_bytes=4 << 20,
-        check_crcs=False,
-    )
-    await reader.start()
-    reader.assign([TopicPartition(kafka.deliveries_topic, p) for p in range(args.slots)])
-
-    ops_port = free_port()
+def router_env(kafka: KafkaSettings, args: argparse.Namespace, run_id: str, ops_port: int) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
@@ -260,55 +223,154 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         env["PROCTOR_ROUTER__BATCH_MAX_EVENTS"] = str(args.batch_max)
     if args.within:
         env["PROCTOR_ROUTER__BATCH_WITHIN_S"] = str(args.within)
-    command = [sys.executable, "-m", "services.router"]
-    if args.profile:
-        renderer = "html" if args.profile.endswith(".html") else "text"
-        command = [sys.executable, "-m", "pyinstrument", "-o", args.profile, "-r", renderer,
-                   "-m", "services.router"]
+    return env
+
+
+def router_command(args: argparse.Namespace) -> list[str]:
+    if not args.profile:
+        return [sys.executable, "-m", "services.router"]
+    renderer = "html" if args.profile.endswith(".html") else "text"
+    return [sys.executable, "-m", "pyinstrument", "--show-all", "-i", "0.005", "-o", args.profile,
+            "-r", renderer, "-m", "services.router"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class DeliveryReader:
+    """Counts delivery items on every slot's partition; optionally times them by event id."""
+
+    def __init__(self, kafka: KafkaSettings, slots: int, sent_at: dict[str, float] | None) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=kafka.bootstrap, group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest", fetch_max_wait_ms=50,
+            max_partition_fetch_bytes=4 << 20, check_crcs=False,
+        )
+        self._partitions = [TopicPartition(kafka.deliveries_topic, p) for p in range(slots)]
+        self._sent_at = sent_at
+        self.kinds: Counter[str] = Counter()
+        self.received = 0
+        self.first = self.last = 0.0
+        self.latencies_ms: list[float] = []
+        self.to_router_ms: list[float] = []
+        self.checked = self.invalid = 0
+        self.first_error = ""
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._consumer.assign(self._partitions)
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def poll(self) -> bool:
+        batches = await self._consumer.getmany(timeout_ms=100, max_records=5000)
+        now = time.perf_counter()
+        wall = time.time()
+        for records in batches.values():
+            for record in records:
+                self._read(record.value, now, wall, record.timestamp / 1000)
+        return bool(batches)
+
+    def _read(self, value: bytes, now: float, wall: float, produced: float) -> None:
+        if self.checked < 200:
+            self.checked += 1
+            try:
+                DELIVERY_BATCH.validate_json(value)
+            except ValidationError as exc:
+                self.invalid += 1
+                self.first_error = self.first_error or str(exc).splitlines()[1].strip()
+        # Counting by bytes keeps the reader cheap: it shares the 2 cores with the router
+        # and Kafka. Event values never contain these markers.
+        for_proctors = value.count(b'"kind":"for_proctors"')
+        for_students = value.count(b'"kind":"for_students"')
+        self.kinds["for_proctors"] += for_proctors
+        self.kinds["for_students"] += for_students
+        self.kinds["watch_ready"] += value.count(b'"kind":"watch_ready"')
+        if for_proctors or for_students:
+            self.received += for_proctors + for_students
+            self.first = self.first or now
+            self.last = now
+        if self._sent_at is not None and (for_proctors or for_students):
+            for item in orjson.loads(value)["items"]:
+                sent = self._sent_at.get(item.get("event", {}).get("id", ""))
+                if sent is not None:
+                    self.latencies_ms.append((wall - sent) * 1000)
+                    # the delivery record's timestamp is when the router produced it
+                    self.to_router_ms.append((produced - sent) * 1000)
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    rng = random.Random(args.seed)
+    run_id = uuid.uuid4().hex[:8]
+    kafka = KafkaSettings(
+        bootstrap=args.bootstrap,
+        events_topic=f"bench-{run_id}.events",
+        presence_topic=f"bench-{run_id}.presence",
+        heartbeats_topic=f"bench-{run_id}.heartbeats",
+        deliveries_topic=f"bench-{run_id}.deliveries",
+        events_partitions=args.partitions,
+        deliveries_partitions=args.slots,
+    )
+    await ensure_topics(kafka)
+    plan = Plan.build(args.slots, args.exams, args.students_per_exam, args.watchers, rng)
+    await produce(kafka, kafka.presence_topic, presence_records(plan))
+    watches = sum(len(slots) for slots in plan.watches.values())
+
+    attempts = list(plan.student_slot)
+    log_records: list[tuple[bytes, bytes]] = []
+    ids: list[str] = []
+    expected = 0
+    for i in range(args.events):
+        attempt = rng.choice(attempts)
+        event = make_event(i, attempt, plan.exam_of[attempt], rng)
+        expected += expected_items(event, plan)
+        log_records.append((log_key(event), encode_event(event)))
+        ids.append(event.id)
+    mean_event_bytes = sum(len(v) for _, v in log_records) / len(log_records)
+
+    paced = args.rate > 0
+    sent_at: dict[str, float] | None = {} if paced else None
+    produce_s = 0.0
+    if not paced:
+        t_produce = time.perf_counter()
+        await produce(kafka, kafka.events_topic, log_records)
+        produce_s = time.perf_counter() - t_produce
+
+    reader = DeliveryReader(kafka, args.slots, sent_at)
+    await reader.start()
+    ops_port = free_port()
     started = time.perf_counter()
-    router = subprocess.Popen(command, cwd=REPO, env=env)
-    cpu_start = cpu_at_first = cpu_at_last = 0.0
-    first = last = 0.0
-    received = 0
-    kinds: Counter[str] = Counter()
-    validated = invalid = 0
-    first_invalid = ""
+    router = subprocess.Popen(router_command(args), cwd=REPO, env=router_env(kafka, args, run_id, ops_port))
+    cpu_at_first = cpu_at_last = 0.0
+    pacer: asyncio.Task[None] | None = None
     try:
-        cpu_start = cpu_seconds(router.pid)
         deadline = time.monotonic() + args.timeout
-        while received < expected:
+
+        def check() -> None:
             if time.monotonic() > deadline:
-                raise SystemExit(f"timed out: {received}/{expected} items")
+                raise SystemExit(f"timed out: {reader.received}/{expected} items")
             if router.poll() is not None:
                 raise SystemExit(f"router exited with {router.returncode}")
-            batches = await reader.getmany(timeout_ms=200, max_records=5000)
-            now = time.perf_counter()
-            for records in batches.values():
-                for record in records:
-                    if validated < 200:
-                        validated += 1
-                        try:
-                            DELIVERY_BATCH.validate_json(record.value)
-                        except ValidationError as exc:
-                            invalid += 1
-                            first_invalid = first_invalid or str(exc).splitlines()[-3].strip()
-                    if not first:
-                        first = now
-                        cpu_at_first = cpu_seconds(router.pid)
-                    # Counting by bytes keeps the reader cheap: it shares the 2 cores with
-                    # the router and Kafka. Event values never contain these markers.
-                    value = record.value
-                    for_proctors = value.count(b'"kind":"for_proctors"')
-                    for_students = value.count(b'"kind":"for_students"')
-                    kinds["for_proctors"] += for_proctors
-                    kinds["for_students"] += for_students
-                    kinds["watch_ready"] += value.count(b'"kind":"watch_ready"')
-                    received += for_proctors + for_students
-            if batches:
-                last = now
+
+        if paced:
+            # Ready = every watch confirmed; then events flow at the chosen rate.
+            while reader.kinds["watch_ready"] < watches:
+                check()
+                await reader.poll()
+            assert sent_at is not None
+            pacer = asyncio.create_task(pace(kafka, log_records, ids, args.rate, sent_at))
+        while reader.received < expected:
+            check()
+            if await reader.poll() and not cpu_at_first:
+                cpu_at_first = cpu_seconds(router.pid)
         cpu_at_last = cpu_seconds(router.pid)
         metrics = scrape(ops_port)
     finally:
+        if pacer is not None:
+            pacer.cancel()
         router.terminate()
         try:
             router.wait(timeout=60)
@@ -316,40 +378,33 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             router.kill()
         await reader.stop()
         if not args.keep:
-            admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
-            await admin.start()
-            try:
-                await admin.delete_topics(
-                    [kafka.events_topic, kafka.presence_topic, kafka.heartbeats_topic,
-                     kafka.deliveries_topic]
-                )
-            finally:
-                await admin.close()
+            await delete_topics(kafka)
 
-    window = last - first
+    window = reader.last - reader.first
     cpu = cpu_at_last - cpu_at_first
     batches_count = metrics.get("router_batch_events_count", 0.0)
-    return {
+    result: dict[str, object] = {
+        "mode": f"paced at {args.rate}/s" if paced else "backlog",
         "events": args.events,
         "log_partitions": args.partitions,
         "slots": args.slots,
         "exams": args.exams,
         "students": len(attempts),
         "watchers_per_exam": args.watchers,
+        "batch_within_s": args.within or "default",
         "mean_event_bytes": round(mean_event_bytes, 1),
         "expected_items": expected,
-        "received_items": received,
-        "items_by_kind": dict(kinds),
-        "schema_checked_records": validated,
-        "schema_invalid_records": invalid,
-        "schema_first_error": first_invalid,
+        "received_items": reader.received,
+        "items_by_kind": dict(reader.kinds),
+        "schema_checked_records": reader.checked,
+        "schema_invalid_records": reader.invalid,
+        "schema_first_error": reader.first_error,
         "backlog_produce_s": round(produce_s, 2),
-        "router_start_to_first_delivery_s": round(first - started, 2),
+        "router_start_to_first_delivery_s": round(reader.first - started, 2),
         "window_s": round(window, 3),
         "events_per_s": round(args.events / window) if window > 0 else None,
-        "items_per_s": round(received / window) if window > 0 else None,
+        "items_per_s": round(reader.received / window) if window > 0 else None,
         "router_cpu_s": round(cpu, 2),
-        "router_cpu_startup_s": round(cpu_at_first - cpu_start, 2),
         "router_cpu_util": round(cpu / window, 2) if window > 0 else None,
         "router_cpu_per_event_us": round(cpu / args.events * 1e6, 1),
         "router_mean_batch_events": round(metrics["router_batch_events_sum"] / batches_count, 1)
@@ -357,6 +412,62 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         else None,
         "router_metrics": metrics,
     }
+    if reader.latencies_ms:
+        lat = reader.latencies_ms
+        result["latency_ms"] = {
+            "what": "producer send (acks=all) -> delivery record read from the slot partition",
+            "p50": round(percentile(lat, 0.50), 2),
+            "p99": round(percentile(lat, 0.99), 2),
+            "p999": round(percentile(lat, 0.999), 2),
+            "max": round(max(lat), 2),
+        }
+        to_router = reader.to_router_ms
+        result["send_to_delivery_produced_ms"] = {
+            "what": "producer send -> router's send of the delivery record (record timestamp, ms)",
+            "p50": round(percentile(to_router, 0.50), 2),
+            "p99": round(percentile(to_router, 0.99), 2),
+            "max": round(max(to_router), 2),
+        }
+    return result
+
+
+async def pace(
+    kafka: KafkaSettings,
+    records: list[tuple[bytes, bytes]],
+    ids: list[str],
+    rate: float,
+    sent_at: dict[str, float],
+) -> None:
+    """Produce the events at a steady rate, as gateways would (acks=all, no linger)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap, acks="all", enable_idempotence=True, linger_ms=0
+    )
+    await producer.start()
+    try:
+        begin = time.perf_counter()
+        futures = []
+        for index, (key, value) in enumerate(records):
+            due = begin + index / rate
+            delay = due - time.perf_counter()
+            if delay > 0.001:
+                await asyncio.sleep(delay)
+            sent_at[ids[index]] = time.time()
+            futures.append(await producer.send(kafka.events_topic, value, key=key))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def delete_topics(kafka: KafkaSettings) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics(
+            [kafka.events_topic, kafka.presence_topic, kafka.heartbeats_topic,
+             kafka.deliveries_topic]
+        )
+    finally:
+        await admin.close()
 
 
 def main() -> None:
@@ -372,6 +483,10 @@ def main() -> None:
     parser.add_argument("--bootstrap", default=os.environ.get("PROCTOR_KAFKA__BOOTSTRAP", "127.0.0.1:19092"))
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--rate", type=float, default=0.0,
+        help="paced mode: produce at this many events/s while the router runs (latency)",
+    )
     parser.add_argument("--profile", default="", help="write a pyinstrument HTML profile here")
     parser.add_argument("--keep", action="store_true", help="keep the bench topics")
     args = parser.parse_args()

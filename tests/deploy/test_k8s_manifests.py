@@ -30,7 +30,7 @@ from tests.deploy.support import (
     yaml_documents,
 )
 
-# The oldest minor still widely offered by managed clusters, and the newest the validator
+# An older minor still common on managed clusters, and the newest the validator
 # bundles.
 KUBERNETES_VERSIONS = ("1.31", "1.37")
 NAMESPACE = "proctoring"

@@ -1,0 +1,191 @@
+"""docker-compose.yml (the optional Docker path): structure checked offline against the
+services' settings and entry points; no Docker needed."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from adapters.ops_http import start_ops_server
+
+from adapters.settings import CommonSettings
+from services.gateway.settings import GatewaySettings
+from tests.conftest import scaled
+from tests.deploy.support import (
+    COMPOSE_FILE,
+    Doc,
+    entry_points,
+    env_names,
+    listen,
+    load_settings,
+    service_of,
+    settings_for,
+    yaml_documents,
+)
+
+IMAGE = "exam-proctoring:dev"
+INFRA = {"kafka", "redis", "dynamodb"}
+
+
+def _compose() -> Doc:
+    (compose,) = yaml_documents(COMPOSE_FILE)
+    return compose
+
+
+SERVICES: dict[str, Doc] = _compose()["services"]
+PROCTOR = {name: svc for name, svc in SERVICES.items() if svc.get("image") == IMAGE}
+RUNNING = {name: svc for name, svc in PROCTOR.items() if service_of(svc["command"])}
+
+
+def _interpolate(value: Any) -> str:
+    """Compose's ``${VAR:-default}`` with VAR unset, as on a fresh checkout."""
+
+    def default(match: re.Match[str]) -> str:
+        assert match.group(2) is not None, f"{match.group(0)} has no default"
+        return match.group(2)
+
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", default, str(value))
+
+
+def _env(svc: Doc) -> dict[str, str]:
+    return {name: _interpolate(value) for name, value in svc.get("environment", {}).items()}
+
+
+def _settings(svc: Doc) -> CommonSettings:
+    return load_settings(settings_for(svc["command"]), _env(svc))
+
+
+def _published(svc: Doc) -> list[tuple[str, int, int]]:
+    """(host address, host port, container port) of every published port."""
+    published = []
+    for port in svc.get("ports", []):
+        if isinstance(port, dict):
+            published.append((port.get("host_ip", ""), int(port["published"]), int(port["target"])))
+        else:
+            parts = str(port).split(":")
+            host = parts[0] if len(parts) == 3 else ""
+            published.append((host, int(parts[-2]) if len(parts) > 1 else 0, int(parts[-1])))
+    return published
+
+
+def test_every_entry_point_runs_from_the_one_image() -> None:
+    assert set(SERVICES) == INFRA | {"init"} | set(RUNNING)
+    started = sorted(service_of(svc["command"]) or "" for svc in RUNNING.values())
+    assert set(started) == entry_points()
+    assert started.count("proctor-notifier") == 1, "one notifier: it judges every student"
+    for svc in PROCTOR.values():
+        assert svc["build"] == "."
+
+
+def test_env_names_exist_in_the_settings_models() -> None:
+    for name, svc in PROCTOR.items():
+        known = env_names(settings_for(svc["command"]))
+        used = set(_env(svc))
+        assert used <= known, f"{name}: not in its settings model: {sorted(used - known)}"
+
+
+def test_every_service_reaches_the_infrastructure_by_service_name() -> None:
+    for name, svc in PROCTOR.items():
+        settings = _settings(svc)
+        assert settings.kafka.bootstrap.split(":")[0] == "kafka", name
+        assert settings.redis.url.startswith("redis://redis:"), name
+        assert (settings.dynamo.endpoint or "").startswith("http://dynamodb:"), name
+
+
+def test_gateway_slots_are_unique_and_have_partitions() -> None:
+    gateways = {n: s for n, s in RUNNING.items() if service_of(s["command"]) == "proctor-gateway"}
+    assert len(gateways) == 2
+    loaded = [load_settings(GatewaySettings, _env(svc)) for svc in gateways.values()]
+    slots = [s.gateway.slot for s in loaded]
+    assert sorted(slots) == [0, 1]
+    for settings in loaded:
+        assert settings.gateway.slot < settings.kafka.deliveries_partitions
+    # Tokens signed once must be accepted by either gateway.
+    assert len({s.gateway.token_secret for s in loaded}) == 1
+    assert len(loaded[0].gateway.token_secret) >= 32
+
+
+def test_published_ports_are_bound_to_loopback() -> None:
+    for name, svc in SERVICES.items():
+        for host, _, _ in _published(svc):
+            assert host == "127.0.0.1", f"{name} publishes on {host or 'every interface'}"
+
+
+def test_infrastructure_ports_match_the_settings_defaults() -> None:
+    # So tests, the simulator and services on the host work unchanged against compose.
+    defaults = CommonSettings()
+    published = {name: {host_port for _, host_port, _ in _published(SERVICES[name])} for name in INFRA}
+    assert int(defaults.kafka.bootstrap.rsplit(":", 1)[1]) in published["kafka"]
+    assert int(defaults.redis.url.rsplit(":", 1)[1].split("/")[0]) in published["redis"]
+    assert int((defaults.dynamo.endpoint or "").rsplit(":", 1)[1]) in published["dynamodb"]
+    kafka_env = SERVICES["kafka"]["environment"]
+    assert f"//127.0.0.1:{defaults.kafka.bootstrap.rsplit(':', 1)[1]}" in kafka_env["KAFKA_ADVERTISED_LISTENERS"]
+
+
+def test_kafka_is_a_single_kraft_node_without_auto_created_topics() -> None:
+    kafka = SERVICES["kafka"]
+    assert re.fullmatch(r"apache/kafka:4\.\d+\.\d+", kafka["image"])
+    env = kafka["environment"]
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+
+
+@pytest.mark.parametrize("name", sorted(RUNNING))
+def test_healthcheck_probes_readyz_where_the_service_listens(name: str) -> None:
+    svc = RUNNING[name]
+    host, port = listen(_settings(svc))
+    assert host == "0.0.0.0", f"{name} listens on {host}: unreachable from the host"
+    assert {target for _, _, target in _published(svc)} == {port}
+    test = svc["healthcheck"]["test"]
+    assert test[0] == "CMD"
+    assert test[-1] == f"http://127.0.0.1:{port}/readyz"
+
+
+@pytest.mark.parametrize("name", sorted(RUNNING))
+def test_services_start_after_the_topics_and_table_exist(name: str) -> None:
+    depends = RUNNING[name]["depends_on"]
+    assert depends["init"]["condition"] == "service_completed_successfully"
+    assert depends["redis"]["condition"] == "service_healthy"
+
+
+def test_init_creates_topics_and_table_once_kafka_is_healthy() -> None:
+    init = SERVICES["init"]
+    assert init["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert "restart" not in init, "a restarting one-shot never completes for depends_on"
+    script = init["command"][-1]
+    assert "ensure_topics(settings.kafka)" in script
+    assert "create_table=True" in script
+
+
+async def _healthcheck(argv: list[str], port: int) -> int:
+    """Run a compose healthcheck command here, aimed at ``port`` on this machine."""
+    program, *args = argv
+    assert program == "python"
+    url = re.sub(r":\d+/", f":{port}/", args[-1])
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, *args[:-1], url, stderr=asyncio.subprocess.DEVNULL
+    )
+    async with asyncio.timeout(scaled(20)):
+        return await process.wait()
+
+
+async def test_healthcheck_command_passes_only_when_ready() -> None:
+    # Every service uses the same probe; the ops server is the one all of them run.
+    commands = {tuple(svc["healthcheck"]["test"][1:-1]) for svc in RUNNING.values()}
+    assert len(commands) == 1
+    argv = [*commands.pop(), "http://127.0.0.1:1/readyz"]
+    ready = False
+    runner = await start_ops_server(CollectorRegistry(), lambda: ready, host="127.0.0.1", port=0)
+    try:
+        port = int(runner.addresses[0][1])
+        assert await _healthcheck(argv, port) != 0
+        ready = True
+        assert await _healthcheck(argv, port) == 0
+    finally:
+        await runner.cleanup()
+    assert await _healthcheck(argv, port) != 0  # nothing listens any more
