@@ -6,6 +6,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from adapters.settings import KafkaSettings
 
+# The broker answers a fetch as soon as one byte is there; this only bounds how long an idle
+# fetch waits, so a long wait costs no latency and saves the CPU of polling an idle topic.
+_FETCH_MAX_WAIT_MS = 100
+
 
 def durable_producer(kafka: KafkaSettings, *, client_id: str, linger_ms: int = 2) -> AIOKafkaProducer:
     """Idempotent, acks=all: what the gateway acknowledges is really in the log, once."""
@@ -22,7 +26,11 @@ def durable_producer(kafka: KafkaSettings, *, client_id: str, linger_ms: int = 2
 
 
 def group_consumer(
-    kafka: KafkaSettings, *topics: str, group_id: str, client_id: str
+    kafka: KafkaSettings,
+    *topics: str,
+    group_id: str,
+    client_id: str,
+    fetch_max_wait_ms: int = _FETCH_MAX_WAIT_MS,
 ) -> AIOKafkaConsumer:
     """At-least-once consumer: offsets are committed by the caller after its writes land."""
     return AIOKafkaConsumer(
@@ -34,12 +42,14 @@ def group_consumer(
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         max_poll_records=2000,
-        fetch_max_wait_ms=5,
+        fetch_max_wait_ms=fetch_max_wait_ms,
         request_timeout_ms=int(kafka.request_timeout_s * 1000) + 30_000,
     )
 
 
-def reader(kafka: KafkaSettings, *, client_id: str) -> AIOKafkaConsumer:
+def reader(
+    kafka: KafkaSettings, *, client_id: str, fetch_max_wait_ms: int = _FETCH_MAX_WAIT_MS
+) -> AIOKafkaConsumer:
     """Group-less consumer for topics read whole or by explicit partition (presence, deliveries)."""
     return AIOKafkaConsumer(
         bootstrap_servers=kafka.bootstrap,
@@ -47,6 +57,6 @@ def reader(kafka: KafkaSettings, *, client_id: str) -> AIOKafkaConsumer:
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=5,
+        fetch_max_wait_ms=fetch_max_wait_ms,
         max_poll_records=2000,
     )

@@ -214,7 +214,7 @@ def router_env(kafka: KafkaSettings, args: argparse.Namespace, run_id: str, ops_
             "PROCTOR_KAFKA__DELIVERIES_TOPIC": kafka.deliveries_topic,
             "PROCTOR_KAFKA__EVENTS_PARTITIONS": str(args.partitions),
             "PROCTOR_KAFKA__DELIVERIES_PARTITIONS": str(args.slots),
-            "PROCTOR_ROUTER__GROUP_ID": f"bench-router-{run_id}",
+            "PROCTOR_ROUTER__APP_ID": f"bench-router-{run_id}",
             "PROCTOR_ROUTER__OPS_PORT": str(ops_port),
             "PROCTOR_LOG_LEVEL": "WARNING",
         }
@@ -346,6 +346,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     router = subprocess.Popen(router_command(args), cwd=REPO, env=router_env(kafka, args, run_id, ops_port))
     cpu_at_first = cpu_at_last = 0.0
     pacer: asyncio.Task[None] | None = None
+    spy: subprocess.Popen[bytes] | None = None
+    acked_ms: list[float] = []
     try:
         deadline = time.monotonic() + args.timeout
 
@@ -355,13 +357,21 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             if router.poll() is not None:
                 raise SystemExit(f"router exited with {router.returncode}")
 
+        if args.spy:
+            spy = subprocess.Popen(
+                ["py-spy", "record", "--format", "raw", "--threads", "--rate", "200",
+                 "--output", args.spy, "--pid", str(router.pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
         if paced:
             # Ready = every watch confirmed; then events flow at the chosen rate.
             while reader.kinds["watch_ready"] < watches:
                 check()
                 await reader.poll()
             assert sent_at is not None
-            pacer = asyncio.create_task(pace(kafka, log_records, ids, args.rate, sent_at))
+            pacer = asyncio.create_task(
+                pace(kafka, log_records, ids, args.rate, sent_at, acked_ms)
+            )
         while reader.received < expected:
             check()
             if await reader.poll() and not cpu_at_first:
@@ -371,6 +381,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     finally:
         if pacer is not None:
             pacer.cancel()
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(timeout=30)
         router.terminate()
         try:
             router.wait(timeout=60)
@@ -421,6 +434,12 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             "p999": round(percentile(lat, 0.999), 2),
             "max": round(max(lat), 2),
         }
+        result["log_ack_ms"] = {
+            "what": "producer send -> acks=all acknowledgement of the log record",
+            "p50": round(percentile(acked_ms, 0.50), 2),
+            "p99": round(percentile(acked_ms, 0.99), 2),
+            "max": round(max(acked_ms), 2),
+        }
         to_router = reader.to_router_ms
         result["send_to_delivery_produced_ms"] = {
             "what": "producer send -> router's send of the delivery record (record timestamp, ms)",
@@ -437,6 +456,7 @@ async def pace(
     ids: list[str],
     rate: float,
     sent_at: dict[str, float],
+    acked_ms: list[float],
 ) -> None:
     """Produce the events at a steady rate, as gateways would (acks=all, no linger)."""
     producer = AIOKafkaProducer(
@@ -451,8 +471,10 @@ async def pace(
             delay = due - time.perf_counter()
             if delay > 0.001:
                 await asyncio.sleep(delay)
-            sent_at[ids[index]] = time.time()
-            futures.append(await producer.send(kafka.events_topic, value, key=key))
+            sent = sent_at[ids[index]] = time.time()
+            future = await producer.send(kafka.events_topic, value, key=key)
+            future.add_done_callback(lambda _, sent=sent: acked_ms.append((time.time() - sent) * 1000))
+            futures.append(future)
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -486,6 +508,9 @@ def main() -> None:
     parser.add_argument(
         "--rate", type=float, default=0.0,
         help="paced mode: produce at this many events/s while the router runs (latency)",
+    )
+    parser.add_argument(
+        "--spy", default="", help="sample the router with py-spy (if installed) into this file"
     )
     parser.add_argument("--profile", default="", help="write a pyinstrument HTML profile here")
     parser.add_argument("--keep", action="store_true", help="keep the bench topics")

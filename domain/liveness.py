@@ -275,9 +275,9 @@ class LivenessTracker:
                 self._drop_connection(conn.conn)
                 self._lose_if_alone(att, _Loss("closed", ts_ms, ts_ms, ts_ms))
         elif key.startswith(b"att/") and not self._started:
-            att_or_none = self._attempts.get(key[len(b"att/") :].decode())
-            if att_or_none is not None:
-                att_or_none.verdict = None
+            known = self._attempts.get(key[len(b"att/") :].decode())
+            if known is not None:
+                known.verdict = None
 
     # -- decisions -----------------------------------------------------------------------
 
@@ -325,6 +325,7 @@ class LivenessTracker:
                 return None
             att.loss = None
             if verdict is not None and not verdict.online:
+                att.returned_at = None  # back and gone again before anyone was told
                 return None
             return self._offline(att, loss.reason, loss.since, due=loss.due, now_ms=now_ms)
         if verdict is not None and verdict.online:

@@ -35,7 +35,9 @@ def now_ms() -> int:
 
 
 class Notifier:
-    def __init__(self, settings: NotifierSettings, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, settings: NotifierSettings, registry: CollectorRegistry | None = None
+    ) -> None:
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = NotifierMetrics(self.registry)

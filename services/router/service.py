@@ -5,7 +5,7 @@ Start-up, in order (``RouterService.start``):
 2. the presence topic is read whole, up to the end offsets seen at this moment
    (``PresenceReader.catch_up``); no log event is routed before that, because the Faust
    app that consumes the log is only started afterwards;
-3. the Faust app starts: it joins the consumer group ``router.group_id`` on the event log,
+3. the Faust app starts: it joins the consumer group ``router.app_id`` on the event log,
    and its agent routes batches (``stream.take_events``); a background task keeps
    applying new presence records.
 
@@ -63,6 +63,8 @@ from services.router.settings import RouterSettings
 
 log = structlog.get_logger(__name__)
 
+_LAG_EVERY_S = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class _InFlight:
@@ -96,6 +98,7 @@ class RouterService:
         self._caught_up = False
         self._app_started = False
         self._failed = asyncio.Event()
+        self._lag_observed = 0.0
         self.failure: BaseException | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -121,7 +124,7 @@ class RouterService:
         await self._app.start()
         self._app_started = True
         self._follow = asyncio.create_task(self._follow_presence(), name="router-presence")
-        log.info("router started", group=self._opts.group_id, instance=self._opts.instance)
+        log.info("router started", group=self._opts.app_id, instance=self._opts.instance)
 
     async def stop(self) -> None:
         """Stop consuming, flush and commit, close; in reverse order of start."""
@@ -167,6 +170,14 @@ class RouterService:
         if app.crashed:
             raise RouterError(f"Faust app crashed: {app.crash_reason!r}")
 
+    @property
+    def ops_address(self) -> tuple[str, int]:
+        """Where the ops server listens (useful when the port setting is 0)."""
+        if self._ops is None:
+            raise RouterError("ops server not started")
+        host, port = self._ops.addresses[0][:2]
+        return str(host), int(port)
+
     def ready(self) -> bool:
         app = self._app
         return (
@@ -188,7 +199,7 @@ class RouterService:
     def _build_app(self) -> faust.App:
         kafka, opts = self._settings.kafka, self._opts
         app = faust.App(
-            opts.group_id,
+            opts.app_id,
             broker=faust_broker_url(kafka.bootstrap),
             broker_client_id=opts.instance,
             autodiscover=False,
@@ -217,7 +228,7 @@ class RouterService:
             key_serializer="raw",
             value_serializer="raw",
         )
-        app.agent(topic, name=f"{opts.group_id}.route", concurrency=1)(self._route_stream)
+        app.agent(topic, name=f"{opts.app_id}.route", concurrency=1)(self._route_stream)
         # mode's SignalHandlerT cannot be satisfied under mypy (even by a plain function).
         app.on_partitions_assigned.connect(cast(Any, self._on_assigned))
         app.on_partitions_revoked.connect(cast(Any, self._on_revoked))
@@ -345,8 +356,10 @@ class RouterService:
 
     def _observe_lag(self, last: dict[int, int]) -> None:
         app = self._app
-        if app is None:
+        now = time.monotonic()
+        if app is None or now - self._lag_observed < _LAG_EVERY_S:
             return
+        self._lag_observed = now
         topic = self._settings.kafka.events_topic
         for partition, offset in last.items():
             try:
@@ -409,7 +422,7 @@ class RouterService:
         tps = [TopicPartition(topic, p) for p in partitions]
         async with asyncio.timeout(self._settings.kafka.request_timeout_s):
             committed = await admin.list_consumer_group_offsets(
-                self._opts.group_id, partitions=tps
+                self._opts.app_id, partitions=tps
             )
             earliest = await self._presence.consumer.beginning_offsets(tps)
         starts: dict[int, int] = {}

@@ -10,7 +10,7 @@ from adapters.settings import CommonSettings
 
 
 class RouterOptions(BaseModel):
-    group_id: str = Field(
+    app_id: str = Field(
         default="router",
         description="Faust app id, hence the consumer group on the event log; one per deployment",
     )

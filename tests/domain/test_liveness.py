@@ -102,7 +102,9 @@ def offline(verdicts: list[Verdict]) -> list[StudentOffline]:
     return [e for e in events(verdicts) if isinstance(e, StudentOffline)]
 
 
-def run(t: LivenessTracker, gw: Gateway, start: int, end: int, beats: dict[str, int]) -> list[Verdict]:
+def run(
+    t: LivenessTracker, gw: Gateway, start: int, end: int, beats: dict[str, int]
+) -> list[Verdict]:
     """Tick every 200 ms; the gateway batches once a second; ``beats``: attempt -> period ms."""
     out: list[Verdict] = []
     last_beat = {attempt: start for attempt in beats}
@@ -367,7 +369,8 @@ def test_own_verdict_echoes_are_ignored_once_live() -> None:
     t.tick(T0 + 210)
     # The echo of the older offline verdict arrives after the back-online decision.
     t.on_presence(liveness_key("a1"), off.liveness, T0 + 220)
-    t.on_presence(watch_key(0, "e1"), ExamWatch(slot=0, instance="gw-a", exam="e1", request="r"), T0)
+    watch = ExamWatch(slot=0, instance="gw-a", exam="e1", request="r")
+    t.on_presence(watch_key(0, "e1"), watch, T0)
     assert t.tick(T0 + 230) == []
     assert t.verdict("a1") is not None and t.verdict("a1").online  # type: ignore[union-attr]
     assert online.liveness.online
@@ -393,3 +396,17 @@ def test_nothing_is_decided_before_the_replay_ends() -> None:
     t.start(T0 + 100_000)
     [event] = offline(t.tick(T0 + 100_000))
     assert event.reason == "closed"
+
+
+def test_a_reconnect_that_closes_before_any_decision_leaves_the_student_offline() -> None:
+    t, gw = started()
+    gw.connect("a1", "c1", T0 + 10)
+    t.tick(T0 + 20)
+    gw.disconnect("a1", "c1", T0 + 1_000, "client_closed")
+    t.tick(T0 + 1_010)
+    gw.connect("a1", "c2", T0 + 2_000)
+    gw.disconnect("a1", "c2", T0 + 2_050, "client_closed")
+    assert t.tick(T0 + 2_100) == []
+    gw.connect("a1", "c3", T0 + 9_000)
+    [back] = events(t.tick(T0 + 9_010))
+    assert isinstance(back, StudentBackOnline) and back.offline_ms == 8_000

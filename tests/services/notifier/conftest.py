@@ -1,4 +1,4 @@
-"""The notifier running in-process on the test's fresh topics, a gateway double and a log watcher."""
+"""The notifier in-process on the test's fresh topics, a gateway double and a log watcher."""
 
 from __future__ import annotations
 

@@ -15,7 +15,14 @@ from pydantic import BaseModel
 
 from adapters.kafka_clients import reader
 from adapters.settings import KafkaSettings
-from schemas.events import EventSource, ExamEvent, StudentStatus, decode_event, encode_event, log_key
+from schemas.events import (
+    EventSource,
+    ExamEvent,
+    StudentStatus,
+    decode_event,
+    encode_event,
+    log_key,
+)
 from schemas.presence import (
     CloseReason,
     GatewayHeartbeat,
@@ -63,7 +70,11 @@ class Student:
 
 class GatewayDouble:
     def __init__(
-        self, producer: AIOKafkaProducer, kafka: KafkaSettings, slot: int, batch_period_s: float = 1.0
+        self,
+        producer: AIOKafkaProducer,
+        kafka: KafkaSettings,
+        slot: int,
+        batch_period_s: float = 1.0,
     ) -> None:
         self.producer = producer
         self.kafka = kafka
@@ -82,7 +93,12 @@ class GatewayDouble:
     async def up(self) -> None:
         await self._presence(
             gateway_key(self.slot),
-            GatewayUp(slot=self.slot, instance=self.instance, started_at=now_ms(), heartbeat_interval_s=1.0),
+            GatewayUp(
+                slot=self.slot,
+                instance=self.instance,
+                started_at=now_ms(),
+                heartbeat_interval_s=1.0,
+            ),
         )
         self._batches = asyncio.create_task(self._send_batches())
 
@@ -98,11 +114,15 @@ class GatewayDouble:
                 students=beats,
             )
             await self.producer.send(
-                self.kafka.heartbeats_topic, record.model_dump_json().encode(), key=gateway_key(self.slot)
+                self.kafka.heartbeats_topic,
+                record.model_dump_json().encode(),
+                key=gateway_key(self.slot),
             )
             await asyncio.sleep(self.batch_period_s)
 
-    async def connect(self, attempt: str, *, interval_s: float = 1.0, exam: str = "exam1") -> Student:
+    async def connect(
+        self, attempt: str, *, interval_s: float = 1.0, exam: str = "exam1"
+    ) -> Student:
         student = Student(self, attempt, f"c-{uuid.uuid4().hex[:10]}", interval_s)
         student.opened_at = now_ms()
         await self._presence(
@@ -153,7 +173,9 @@ class GatewayDouble:
             self._batches = None
 
     async def publish(self, event: ExamEvent) -> None:
-        await self.producer.send_and_wait(self.kafka.events_topic, encode_event(event), key=log_key(event))
+        await self.producer.send_and_wait(
+            self.kafka.events_topic, encode_event(event), key=log_key(event)
+        )
 
     async def status(
         self, student: Student, status: Literal["active", "away"], exam: str = "exam1"
@@ -184,7 +206,10 @@ class LogWatcher:
     async def start(self) -> None:
         await self._consumer.start()
         self._consumer.assign(
-            [TopicPartition(self._kafka.events_topic, p) for p in range(self._kafka.events_partitions)]
+            [
+                TopicPartition(self._kafka.events_topic, p)
+                for p in range(self._kafka.events_partitions)
+            ]
         )
         self._task = asyncio.create_task(self._read())
 

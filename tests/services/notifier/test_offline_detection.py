@@ -13,7 +13,7 @@ from aiohttp import ClientSession
 from schemas.events import AlertRaised, ExamEvent, StudentBackOnline, StudentOffline
 from tests.conftest import scaled
 from tests.services.notifier.conftest import Notifiers
-from tests.services.notifier.doubles import GatewayDouble, LogWatcher, now_ms
+from tests.services.notifier.doubles import GatewayDouble, LogWatcher
 
 pytestmark = pytest.mark.integration
 
