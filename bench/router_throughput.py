@@ -1,21 +1,31 @@
-"""Router throughput, end to end, against the real Kafka.
+"""Router throughput (and latency), end to end, against the real Kafka.
 
 Creates fresh topics, registers gateways, exam watches and student connections in
-presence, produces a backlog of realistic log events (status, progress, answers, a few
-proctor commands and announcements), then starts the router (``python -m services.router``
-as a subprocess, like production) and reads the deliveries topic until every expected
-delivery item has arrived. Prints one JSON object:
+presence, and makes realistic log events (status, progress, answers, a few proctor
+commands and announcements); runs the router as a subprocess (``python -m
+services.router``, like production) and reads every slot's deliveries partition until
+every expected delivery item has arrived. Prints one JSON object.
 
+Backlog mode (default): the events are in the log before the router starts, so the
+router runs flat out.
 - ``events_per_s``: log events routed per second, from the first to the last delivery
   record seen on the deliveries topic;
-- ``router_cpu_s`` / ``router_cpu_per_event_us``: CPU time of the router process (all its
-  threads) over the same window;
+- ``router_cpu_s`` / ``router_cpu_util`` / ``router_cpu_per_event_us``: CPU time of the
+  router process (all its threads) over the same window;
 - the router's own counters (records, items, mean batch size) scraped from its /metrics.
+
+Paced mode (``--rate R``): the router is started first; once every watch is confirmed,
+events are produced at R per second (acks=all, like a gateway) and each delivery item is
+timed from its producer send to being read (``latency_ms``), with the log ack
+(``log_ack_ms``) and the router's produce time (``send_to_delivery_produced_ms``, from the
+delivery record's timestamp) to show where the time goes.
 
 Usage:
     .venv/bin/python bench/router_throughput.py --events 200000 --partitions 12
+    .venv/bin/python bench/router_throughput.py --events 30000 --partitions 12 --rate 2000
 
-Needs the local stack (``infra/stack up``). Topics are deleted afterwards unless --keep.
+Needs the local stack (``infra/stack up``). Its topics (``routerbench-<run>.*``) are
+deleted afterwards unless --keep. The box's other load skews both numbers: run it quiet.
 """
 
 from __future__ import annotations
@@ -78,7 +88,9 @@ class Plan:
     exam_of: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, slots: int, exams: int, students: int, watchers: int, rng: random.Random) -> Plan:
+    def build(
+        cls, slots: int, exams: int, students: int, watchers: int, rng: random.Random
+    ) -> Plan:
         plan = cls(slots, exams, students, watchers)
         for e in range(exams):
             exam = f"exam-{e}"
@@ -203,7 +215,9 @@ async def produce(kafka: KafkaSettings, topic: str, records: list[tuple[bytes, b
         await producer.stop()
 
 
-def router_env(kafka: KafkaSettings, args: argparse.Namespace, run_id: str, ops_port: int) -> dict[str, str]:
+def router_env(
+    kafka: KafkaSettings, args: argparse.Namespace, run_id: str, ops_port: int
+) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
@@ -214,7 +228,7 @@ def router_env(kafka: KafkaSettings, args: argparse.Namespace, run_id: str, ops_
             "PROCTOR_KAFKA__DELIVERIES_TOPIC": kafka.deliveries_topic,
             "PROCTOR_KAFKA__EVENTS_PARTITIONS": str(args.partitions),
             "PROCTOR_KAFKA__DELIVERIES_PARTITIONS": str(args.slots),
-            "PROCTOR_ROUTER__APP_ID": f"bench-router-{run_id}",
+            "PROCTOR_ROUTER__APP_ID": f"routerbench-{run_id}",
             "PROCTOR_ROUTER__OPS_PORT": str(ops_port),
             "PROCTOR_LOG_LEVEL": "WARNING",
         }
@@ -307,10 +321,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     run_id = uuid.uuid4().hex[:8]
     kafka = KafkaSettings(
         bootstrap=args.bootstrap,
-        events_topic=f"bench-{run_id}.events",
-        presence_topic=f"bench-{run_id}.presence",
-        heartbeats_topic=f"bench-{run_id}.heartbeats",
-        deliveries_topic=f"bench-{run_id}.deliveries",
+        events_topic=f"routerbench-{run_id}.events",
+        presence_topic=f"routerbench-{run_id}.presence",
+        heartbeats_topic=f"routerbench-{run_id}.heartbeats",
+        deliveries_topic=f"routerbench-{run_id}.deliveries",
         events_partitions=args.partitions,
         deliveries_partitions=args.slots,
     )
@@ -343,7 +357,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     await reader.start()
     ops_port = free_port()
     started = time.perf_counter()
-    router = subprocess.Popen(router_command(args), cwd=REPO, env=router_env(kafka, args, run_id, ops_port))
+    env = router_env(kafka, args, run_id, ops_port)
+    router = subprocess.Popen(router_command(args), cwd=REPO, env=env)
     cpu_at_first = cpu_at_last = 0.0
     pacer: asyncio.Task[None] | None = None
     spy: subprocess.Popen[bytes] | None = None
@@ -473,7 +488,9 @@ async def pace(
                 await asyncio.sleep(delay)
             sent = sent_at[ids[index]] = time.time()
             future = await producer.send(kafka.events_topic, value, key=key)
-            future.add_done_callback(lambda _, sent=sent: acked_ms.append((time.time() - sent) * 1000))
+            future.add_done_callback(
+                lambda _, sent=sent: acked_ms.append((time.time() - sent) * 1000)
+            )
             futures.append(future)
         await asyncio.gather(*futures)
     finally:
@@ -496,13 +513,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=12, help="log partitions")
-    parser.add_argument("--slots", type=int, default=8, help="gateway slots (deliveries partitions)")
+    parser.add_argument("--slots", type=int, default=8, help="gateway slots (delivery partitions)")
     parser.add_argument("--exams", type=int, default=20)
     parser.add_argument("--students-per-exam", type=int, default=500)
     parser.add_argument("--watchers", type=int, default=2, help="slots watching each exam")
     parser.add_argument("--batch-max", type=int, default=0, help="override router batch size")
     parser.add_argument("--within", type=float, default=0.0, help="override router batch wait")
-    parser.add_argument("--bootstrap", default=os.environ.get("PROCTOR_KAFKA__BOOTSTRAP", "127.0.0.1:19092"))
+    parser.add_argument(
+        "--bootstrap", default=os.environ.get("PROCTOR_KAFKA__BOOTSTRAP", "127.0.0.1:19092")
+    )
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(

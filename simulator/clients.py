@@ -21,6 +21,11 @@ import aiohttp
 import orjson
 
 
+def client_session() -> aiohttp.ClientSession:
+    """An HTTP session for many WebSockets: aiohttp's default pool stops at 100 connections."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 

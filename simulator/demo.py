@@ -27,7 +27,7 @@ from adapters.kafka_topics import ensure_topics
 from adapters.settings import CommonSettings
 from adapters.tokens import ProctorIdentity, StudentIdentity, TokenCodec
 from services.gateway.settings import GatewayOptions
-from simulator.clients import ProctorBot, StudentBot, wall_ms
+from simulator.clients import ProctorBot, StudentBot, client_session, wall_ms
 from simulator.launcher import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,7 +118,7 @@ async def main_async(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with aiohttp.ClientSession() as http:
+    async with client_session() as http:
         proctors = [ProctorBot(urls[1], proctor_token), ProctorBot(urls[0], proctor_token)]
         for proctor in proctors:
             await proctor.connect(http)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -17,6 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Linux: the service gets SIGTERM if the launcher dies, so no orphans outlive a test."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -89,7 +99,7 @@ class Cluster:
                 env={**os.environ, **service.env},
                 stdout=log,
                 stderr=log,
-                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         finally:
             log.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 
 import structlog
@@ -22,23 +23,39 @@ async def _run(settings: RouterSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    stopping = asyncio.ensure_future(stop.wait())
     try:
-        await service.start()
-        waiting = asyncio.ensure_future(service.wait())
-        stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if waiting.done():
-            waiting.result()  # raises what made the router fail
+        # A signal during start-up (presence catch-up can take a while) stops it too.
+        starting = asyncio.ensure_future(service.start())
+        await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            await asyncio.wait([starting])  # let it unwind before stopping what it opened
+            log.info("stopped during start-up")
+            return
+        starting.result()
+        running = asyncio.ensure_future(service.wait())
+        await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if running.done():
+            running.result()  # raises what made the router fail
         else:
-            waiting.cancel()
+            running.cancel()
     finally:
+        stopping.cancel()
         await service.stop()
+
+
+def _quiet_faust(level: str) -> None:
+    # Faust and mode log every start and stop of each of their services at INFO.
+    if logging.getLevelName(level.upper()) != logging.DEBUG:
+        for name in ("faust", "mode", "aiokafka"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main() -> None:
     settings = RouterSettings()
     configure_logging(settings.log_level, json=settings.log_json)
+    _quiet_faust(settings.log_level)
     # A policy rather than uvloop.run: Faust's consumer runs its own loop in a thread, and
     # that loop should be uvloop too.
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

@@ -7,6 +7,8 @@
   - ``DeliveryFailed``: a batch's delivery records did not land within
     ``delivery_timeout_s``; the worker stops before committing the batch so a restart
     routes it again.
+  - ``TopicMissing``: the presence topic disappeared from the cluster's metadata for more
+    than 10 s (deleted); the worker stops instead of retrying forever.
 
 Undecodable log and presence records are not errors of the service: they are counted,
 logged and skipped.
@@ -24,4 +26,8 @@ class StartupFailed(RouterError):
 
 
 class DeliveryFailed(RouterError):
+    pass
+
+
+class TopicMissing(RouterError):
     pass

@@ -2,10 +2,14 @@
 
 Every router worker must know every watch and every student connection, whatever log
 partitions it owns, so presence is read from the beginning of every partition with manual
-assignment and no consumer group. Not a Faust ``GlobalTable``: a table would need a Faust
-changelog topic of its own (presence is written by the gateways and the notifier, with our
-own keys and JSON), and its recovery does not tell us the one thing start-up needs, which
-is "the table now reflects everything that was in the topic when we started".
+assignment and no consumer group. Not a Faust ``GlobalTable``:
+- a table is a key -> value map filled silently by recovery and standby reads; routing
+  needs every record applied in order with its side effect (a new ``ExamWatch`` must be
+  answered with ``WatchReady``), and "caught up to the end offsets seen at start";
+- pointing a table at a topic it does not own (``changelog_topic=``) has a record of not
+  recovering (robinhood/faust#523), and global tables of missing records after recovery
+  and across several workers (faust-streaming/faust#212, #283). A plain consumer is a
+  few lines and exact.
 
 ``catch_up`` reads until the consumer's position reaches the end offsets seen at start;
 the router routes no log event before that (the Faust app is only started afterwards), so
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from adapters.settings import KafkaSettings
@@ -78,11 +83,17 @@ class PresenceReader:
             self._consumer.assign(self._partitions)
             async with asyncio.timeout(timeout):
                 await self._consumer.seek_to_beginning(*self._partitions)
-        except TimeoutError as exc:
-            raise StartupFailed(f"presence topic {topic!r} unreachable or missing") from exc
+        except (TimeoutError, KafkaError) as exc:
+            raise StartupFailed(
+                f"presence topic {topic!r} unreachable or missing: {exc!r}"
+            ) from exc
 
     async def stop(self) -> None:
         await self._consumer.stop()
+
+    def topic_missing(self) -> bool:
+        """Whether the latest metadata no longer knows the presence topic (it was deleted)."""
+        return self._consumer.partitions_for_topic(self._kafka.presence_topic) is None
 
     async def catch_up(self, apply: Callable[[PresenceEntry], object], timeout_s: float) -> int:
         """Apply everything in the topic up to the end offsets as they are now."""
@@ -98,7 +109,9 @@ class PresenceReader:
             raise StartupFailed(
                 f"presence not read to its end within {timeout_s}s ({count} records so far)"
             ) from exc
-        log.info("presence caught up", records=count, ends={tp.partition: o for tp, o in ends.items()})
+        log.info(
+            "presence caught up", records=count, ends={tp.partition: o for tp, o in ends.items()}
+        )
         return count
 
     async def _reached(self, ends: dict[TopicPartition, int]) -> bool:

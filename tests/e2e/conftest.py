@@ -16,7 +16,7 @@ import pytest
 from adapters.kafka_topics import ensure_topics
 from adapters.settings import CommonSettings, KafkaSettings
 from adapters.tokens import ProctorIdentity, StudentIdentity, TokenCodec
-from simulator.clients import ProctorBot, StudentBot
+from simulator.clients import ProctorBot, StudentBot, client_session
 from simulator.launcher import Cluster
 from tests.conftest import scaled
 
@@ -113,7 +113,7 @@ async def start_system(tmp_path: Path, infra: CommonSettings) -> tuple[Cluster, 
 @pytest.fixture
 async def system(tmp_path: Path, infra: CommonSettings) -> AsyncIterator[System]:
     cluster, settings = await start_system(tmp_path, infra)
-    async with aiohttp.ClientSession() as http:
+    async with client_session() as http:
         system = System(cluster, settings, http)
         try:
             yield system

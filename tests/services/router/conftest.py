@@ -174,16 +174,11 @@ class Kafka:
         """Append events to the log (all sent, then awaited) and say where they landed."""
         futures = []
         for event in events:
-            # Exam-wide events are written with an explicit null attempt, which
-            # DELIVERY_BATCH needs to decode them (encode_event drops None fields).
-            value = (
-                event.model_dump_json().encode()
-                if event.attempt is None
-                else encode_event(event)
-            )
             futures.append(
                 await self._producer.send(
-                    self.settings.kafka.events_topic, value, key=key or log_key(event)
+                    self.settings.kafka.events_topic,
+                    encode_event(event),
+                    key=key or log_key(event),
                 )
             )
         async with asyncio.timeout(scaled(10)):

@@ -7,9 +7,13 @@ import itertools
 
 import aiohttp
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
+from adapters.settings import CommonSettings
 from schemas.deliveries import ForProctors, WatchReady
 from schemas.events import log_key
+from services.router.errors import TopicMissing
+from tests.conftest import scaled
 from tests.services.router.conftest import (
     Deliveries,
     Kafka,
@@ -105,7 +109,7 @@ async def test_watch_ready_positions_split_the_log_without_gap_or_overlap(
         await eventually(lambda: len(during) >= 20, within_s=10, what="events flowing")
         await kafka.watch(1, "exam-a", "req-late")
         ready = await eventually(
-            lambda: deliveries.ready(1, "req-late"), within_s=20, what="WatchReady for the new watch"
+            lambda: deliveries.ready(1, "req-late"), within_s=20, what="WatchReady, new watch"
         )
         await eventually(lambda: len(during) >= 200, within_s=20, what="events after the watch")
     finally:
@@ -121,7 +125,9 @@ async def test_watch_ready_positions_split_the_log_without_gap_or_overlap(
     assert all(x.offset <= positions[x.partition] for x in before), "routed before the watch"
     items = deliveries.by_slot[1]
     ready_at = next(
-        i for i, item in enumerate(items) if isinstance(item, WatchReady) and item.request == "req-late"
+        i
+        for i, item in enumerate(items)
+        if isinstance(item, WatchReady) and item.request == "req-late"
     )
     assert not any(isinstance(item, ForProctors) for item in items[:ready_at])
     after = [item for item in items[ready_at + 1 :] if isinstance(item, ForProctors)]
@@ -156,7 +162,9 @@ async def test_commands_reach_the_students_slots(
         within_s=20,
         what="student deliveries",
     )
-    await eventually(lambda: len(deliveries.event_ids(0, "exam-a")) >= 4, within_s=20, what="proctors")
+    await eventually(
+        lambda: len(deliveries.event_ids(0, "exam-a")) >= 4, within_s=20, what="proctors"
+    )
 
     def students(slot: int) -> list[tuple[str | None, str]]:
         return [(item.attempt, item.event.id) for item in deliveries.student_items(slot)]
@@ -176,7 +184,7 @@ async def test_commands_reach_the_students_slots(
     await presence_applied(kafka, deliveries)
     (moved,) = await kafka.log(message("exam-a", "att-1"))
     await eventually(
-        lambda: (None, moved.event.id) not in students(1) and ("att-1", moved.event.id) in students(1),
+        lambda: ("att-1", moved.event.id) in students(1),
         within_s=20,
         what="command at the student's new gateway",
     )
@@ -284,4 +292,76 @@ async def test_ops_endpoints_report_readiness_and_counts(
     assert "router_watches 1.0" in body
     assert "router_owned_partitions 4.0" in body
     await routers.stop()
+    assert not service.ready()
+
+
+async def test_two_workers_split_the_partitions_and_the_survivor_takes_over(
+    settings: CommonSettings, kafka: Kafka, deliveries: Deliveries
+) -> None:
+    first, second = RouterRunner(settings), RouterRunner(settings)
+    second.app_id = first.app_id  # one deployment: one consumer group
+    await kafka.watch(1, "exam-a", "req-a")
+    try:
+        await first.start()
+        await second.start()
+
+        def covered() -> set[int]:
+            # a gateway merges the positions of every WatchReady with its request
+            return {p for ready in deliveries.ready(1, "req-a") for p in ready.positions}
+
+        def split() -> bool:
+            owned = [set(r.current.positions.owned) for r in (first, second) if r.current]
+            return len(owned) == 2 and all(owned) and not owned[0] & owned[1]
+
+        await eventually(split, within_s=60, what="each worker owns some partitions")
+        await eventually(lambda: covered() == ALL_PARTITIONS, within_s=20, what="all covered")
+        logged = await kafka.log(*(status("exam-a", f"att-{i}") for i in range(30)))
+        await eventually(
+            lambda: {x.event.id for x in logged} <= set(deliveries.event_ids(1)),
+            within_s=20,
+            what="events of every partition routed by one worker or the other",
+        )
+
+        confirmed = len(deliveries.ready(1, "req-a"))
+        await first.stop()
+        survivor = second.current
+        assert survivor is not None
+        await eventually(
+            lambda: survivor.positions.owned == ALL_PARTITIONS, within_s=60, what="takeover"
+        )
+        later = await eventually(
+            lambda: [
+                r
+                for r in deliveries.ready(1, "req-a")[confirmed:]
+                if set(r.positions) == ALL_PARTITIONS
+            ],
+            within_s=20,
+            what="the survivor confirms the watch for every partition",
+        )
+        for x in logged:
+            assert later[0].positions[x.partition] >= x.offset
+        more = await kafka.log(*(status("exam-a", f"att-{i}") for i in range(30)))
+        await eventually(
+            lambda: {x.event.id for x in more} <= set(deliveries.event_ids(1)),
+            within_s=20,
+            what="the survivor routes every partition",
+        )
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def test_router_stops_when_the_presence_topic_is_deleted(
+    settings: CommonSettings, routers: RouterRunner
+) -> None:
+    service = await routers.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([settings.kafka.presence_topic])
+    finally:
+        await admin.close()
+    with pytest.raises(TopicMissing):
+        async with asyncio.timeout(scaled(40)):
+            await service.wait()
     assert not service.ready()

@@ -1,0 +1,171 @@
+"""Student-to-proctor delivery latency through the whole system, two gateways.
+
+Students connect to gateway 0, proctors to gateway 1, so every update crosses
+gateway -> Kafka log -> router -> deliveries -> other gateway -> proctor. Latency is the
+proctor's receive time minus the student's send time of the same update (matched by the
+student's client seq; one clock, one machine). Every sent update is classified: seen,
+superseded (a newer state of that student arrived instead: coalescing, by design) or lost
+(nothing at or after it ever arrived).
+
+    .venv/bin/python -m bench.e2e_latency --students 100 --rate 1 --duration 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+
+from adapters.kafka_topics import ensure_topics
+from adapters.settings import CommonSettings, KafkaSettings
+from adapters.tokens import ProctorIdentity, StudentIdentity, TokenCodec
+from simulator.clients import ProctorBot, StudentBot, client_session
+from simulator.launcher import Cluster
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def account(students: list[StudentBot], proctors: list[ProctorBot]) -> dict[str, Any]:
+    latencies: list[float] = []
+    seen = superseded = lost = 0
+    for proctor in proctors:
+        arrived: dict[str, dict[int, int]] = {}
+        for got in proctor.received:
+            arrived.setdefault(got.attempt, {})[got.client_seq] = got.at_ms
+        for student in students:
+            mine = arrived.get(student.attempt, {})
+            newest = max(mine, default=0)
+            for seq, sent in student.sent_at.items():
+                if seq in mine:
+                    seen += 1
+                    latencies.append(mine[seq] - sent)
+                elif seq < newest:
+                    superseded += 1
+                else:
+                    lost += 1
+    latencies.sort()
+    return {
+        "deliveries_seen": seen,
+        "superseded_by_newer_state": superseded,
+        "lost": lost,
+        "latency_ms": {
+            "p50": percentile(latencies, 0.50),
+            "p90": percentile(latencies, 0.90),
+            "p99": percentile(latencies, 0.99),
+            "p99.9": percentile(latencies, 0.999),
+            "max": latencies[-1] if latencies else float("nan"),
+            "mean": sum(latencies) / len(latencies) if latencies else float("nan"),
+        },
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    run_id = f"bench-{uuid.uuid4().hex[:8]}"
+    base = CommonSettings()
+    kafka = KafkaSettings(
+        bootstrap=base.kafka.bootstrap,
+        events_topic=f"{run_id}.events",
+        presence_topic=f"{run_id}.presence",
+        heartbeats_topic=f"{run_id}.heartbeats",
+        deliveries_topic=f"{run_id}.deliveries",
+    )
+    await ensure_topics(kafka)
+    env = {
+        "PROCTOR_KAFKA__EVENTS_TOPIC": kafka.events_topic,
+        "PROCTOR_KAFKA__PRESENCE_TOPIC": kafka.presence_topic,
+        "PROCTOR_KAFKA__HEARTBEATS_TOPIC": kafka.heartbeats_topic,
+        "PROCTOR_KAFKA__DELIVERIES_TOPIC": kafka.deliveries_topic,
+        "PROCTOR_REDIS__KEY_PREFIX": f"{run_id}:",
+        "PROCTOR_DYNAMO__TABLE": f"{run_id}-first-attempts",
+        "PROCTOR_GATEWAY__TOKEN_SECRET": SECRET,
+        "PROCTOR_ROUTER__APP_ID": f"{run_id}-router",
+        "PROCTOR_STATUS__GROUP_ID": f"{run_id}-status",
+        "PROCTOR_NOTIFIER__GROUP_ID": f"{run_id}-notifier",
+        "PROCTOR_LOG_LEVEL": "WARNING",
+    }
+    cluster = Cluster(env=env, log_dir=ROOT / ".local" / "logs" / run_id)
+    codec = TokenCodec(SECRET)
+    exam = "bench-exam"
+    await cluster.start()
+    try:
+        async with client_session() as http:
+            proctors = []
+            for n in range(args.proctors):
+                token = codec.issue(ProctorIdentity(role="proctor", sub=f"p{n}", exams=(exam,)))
+                proctor = ProctorBot(cluster.gateway_url(1), token)
+                await proctor.connect(http)
+                await proctor.watch(exam)
+                proctors.append(proctor)
+            students = []
+            for n in range(args.students):
+                attempt = f"a{n:05d}"
+                token = codec.issue(
+                    StudentIdentity(role="student", sub=f"s{n:05d}", exam=exam, attempt=attempt)
+                )
+                student = StudentBot(cluster.gateway_url(0), token, attempt)
+                await student.connect(http)
+                students.append(student)
+            await asyncio.sleep(2)  # let connection events settle before measuring
+
+            async def drive(student: StudentBot, rng: random.Random) -> None:
+                await asyncio.sleep(rng.uniform(0, 1 / args.rate))
+                deadline = time.monotonic() + args.duration
+                while time.monotonic() < deadline:
+                    await student.step(rng)
+                    await asyncio.sleep(rng.uniform(0.8, 1.2) / args.rate)
+
+            started = time.monotonic()
+            await asyncio.gather(*(drive(s, random.Random(i)) for i, s in enumerate(students)))
+            await asyncio.sleep(3)  # drain
+            elapsed = time.monotonic() - started
+            result = account(students, proctors)
+            sent = sum(len(s.sent_at) for s in students)
+            unacked = sum(len(s.unacked) for s in students)
+            for bot in [*students, *proctors]:
+                await bot.close()
+    finally:
+        await cluster.stop_all()
+    return {
+        "scenario": "e2e_latency",
+        "students": args.students,
+        "proctors": args.proctors,
+        "updates_per_student_per_s": args.rate,
+        "duration_s": args.duration,
+        "updates_sent": sent,
+        "updates_per_s": round(sent / elapsed, 1),
+        "unacknowledged_at_end": unacked,
+        **result,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="student-to-proctor latency, two gateways")
+    parser.add_argument("--students", type=int, default=100)
+    parser.add_argument("--proctors", type=int, default=1)
+    parser.add_argument("--rate", type=float, default=1.0, help="updates per student per second")
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "e2e_latency.json")
+    result = asyncio.run(run(parser.parse_args()))
+    text = json.dumps(result, indent=2)
+    print(text)
+    out: Path = parser.parse_args().out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
