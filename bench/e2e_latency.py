@@ -41,11 +41,14 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 def account(students: list[StudentBot], proctors: list[ProctorBot]) -> dict[str, Any]:
     latencies: list[float] = []
+    inbound: list[float] = []  # student send -> the student's gateway stamps the event
     seen = superseded = lost = 0
     for proctor in proctors:
         arrived: dict[str, dict[int, int]] = {}
+        stamped: dict[str, dict[int, int]] = {}
         for got in proctor.received:
             arrived.setdefault(got.attempt, {})[got.client_seq] = got.at_ms
+            stamped.setdefault(got.attempt, {})[got.client_seq] = got.written_ms
         for student in students:
             mine = arrived.get(student.attempt, {})
             newest = max(mine, default=0)
@@ -53,12 +56,15 @@ def account(students: list[StudentBot], proctors: list[ProctorBot]) -> dict[str,
                 if seq in mine:
                     seen += 1
                     latencies.append(mine[seq] - sent)
+                    inbound.append(stamped[student.attempt][seq] - sent)
                 elif seq < newest:
                     superseded += 1
                 else:
                     lost += 1
     latencies.sort()
+    inbound.sort()
     return {
+        "inbound_ms": {"p50": percentile(inbound, 0.5), "p99": percentile(inbound, 0.99)},
         "deliveries_seen": seen,
         "superseded_by_newer_state": superseded,
         "lost": lost,

@@ -154,6 +154,7 @@ class Received:
     seq: int
     client_seq: int
     at_ms: int
+    written_ms: int = 0  # when the student's gateway stamped the event (its `ts`)
 
 
 @dataclass
@@ -210,7 +211,13 @@ class ProctorBot:
         self.rows[row["attempt"]] = row
         if live:
             self.received.append(
-                Received(row["attempt"], row["seq"], row.get("client_seq", 0), wall_ms())
+                Received(
+                    row["attempt"],
+                    row["seq"],
+                    row.get("client_seq", 0),
+                    wall_ms(),
+                    row.get("updated_at") or 0,
+                )
             )
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
