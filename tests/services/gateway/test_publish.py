@@ -27,7 +27,7 @@ async def read_log(settings: GatewaySettings, *, settle_s: float = 1.0) -> list[
     )
     await consumer.start()
     try:
-        events = []
+        events: list[Any] = []
         deadline = asyncio.get_running_loop().time() + scaled(settle_s)
         while asyncio.get_running_loop().time() < deadline:
             batches = await consumer.getmany(timeout_ms=200)

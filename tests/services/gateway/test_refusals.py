@@ -19,15 +19,24 @@ from tests.services.gateway.test_publish import next_frame, read_log
 pytestmark = pytest.mark.integration
 
 
+def student_claims(expires_in_s: int) -> dict[str, object]:
+    return {
+        "role": "student",
+        "sub": "stu1",
+        "exam": "exam1",
+        "attempt": "att1",
+        "iss": "lms",
+        "exp": int(time.time()) + expires_in_s,
+    }
+
+
 def forged_token() -> str:
-    claims = {"role": "student", "sub": "stu1", "exam": "exam1", "attempt": "att1", "iss": "lms"}
-    claims["exp"] = int(time.time()) + 60
+    claims = student_claims(60)
     return jwt.encode(claims, "another-secret-0123456789abcdef012345", algorithm="HS256")
 
 
 def expired_token() -> str:
-    claims = {"role": "student", "sub": "stu1", "exam": "exam1", "attempt": "att1", "iss": "lms"}
-    claims["exp"] = int(time.time()) - 60
+    claims = student_claims(-60)
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
