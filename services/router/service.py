@@ -243,6 +243,7 @@ class RouterService:
             broker=faust_broker_url(kafka.bootstrap),
             broker_client_id=opts.instance,
             autodiscover=False,
+            datadir=opts.data_dir,
             store="memory://",
             # Our topics are created by adapters.kafka_topics.ensure_topics, never by Faust;
             # no leader topic and no tables, so Faust creates no topic of its own either.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 import uuid
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -19,7 +21,11 @@ class RouterOptions(BaseModel):
         description="this process's identity (Kafka client id)",
     )
     ops_host: str = Field(default="127.0.0.1", description="ops server listen address")
-    ops_port: int = Field(default=8091, description="ops server port: /healthz /readyz /metrics")
+    ops_port: int = Field(default=9101, description="ops server port: /healthz /readyz /metrics")
+    data_dir: str = Field(
+        default_factory=lambda: str(Path(tempfile.gettempdir()) / "proctor-router"),
+        description="Faust's data directory (the router keeps no table in it)",
+    )
     batch_max_events: int = Field(
         default=1000, ge=1, description="most log events routed as one batch"
     )
