@@ -73,3 +73,21 @@ async def ensure_topics(kafka: KafkaSettings) -> list[str]:
         return [spec.name for spec in missing]
     finally:
         await admin.close()
+
+
+async def delete_topics(kafka: KafkaSettings) -> None:
+    """Delete the four topics these settings name (tests and benchmarks clean up after
+    themselves: thousands of leftover partitions slow a single broker down)."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=kafka.bootstrap, request_timeout_ms=int(kafka.request_timeout_s * 1000)
+    )
+    async with asyncio.timeout(kafka.request_timeout_s * 3):
+        await admin.start()
+    try:
+        async with asyncio.timeout(kafka.request_timeout_s * 3):
+            existing = set(await admin.list_topics())
+            doomed = [spec.name for spec in topic_specs(kafka) if spec.name in existing]
+            if doomed:
+                await admin.delete_topics(doomed)
+    finally:
+        await admin.close()

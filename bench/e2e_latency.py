@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 
-from adapters.kafka_topics import ensure_topics
+from adapters.kafka_topics import delete_topics, ensure_topics
 from adapters.settings import CommonSettings, KafkaSettings
 from adapters.tokens import ProctorIdentity, StudentIdentity, TokenCodec
 from simulator.clients import ProctorBot, StudentBot, client_session
@@ -145,6 +145,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await bot.close()
     finally:
         await cluster.stop_all()
+        await delete_topics(kafka)
     return {
         "scenario": "e2e_latency",
         "students": args.students,

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from adapters.kafka_topics import ensure_topics
+from adapters.kafka_topics import delete_topics, ensure_topics
 from adapters.settings import CommonSettings, DynamoSettings, KafkaSettings, RedisSettings
 
 TIMEOUT_FACTOR = float(os.environ.get("PROCTOR_TEST_TIMEOUT_FACTOR", "1"))
@@ -73,3 +73,4 @@ async def settings(infra: CommonSettings) -> AsyncIterator[CommonSettings]:
         redis=RedisSettings(url=infra.redis.url, key_prefix=f"{run}:"),
         dynamo=DynamoSettings(endpoint=infra.dynamo.endpoint, table=f"{run}-first-attempts"),
     )
+    await delete_topics(kafka)

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from adapters.kafka_topics import ensure_topics
+from adapters.kafka_topics import delete_topics, ensure_topics
 from adapters.settings import CommonSettings, KafkaSettings
 from adapters.tokens import ProctorIdentity, StudentIdentity, TokenCodec
 from simulator.clients import ProctorBot, StudentBot, client_session
@@ -120,3 +120,4 @@ async def system(tmp_path: Path, infra: CommonSettings) -> AsyncIterator[System]
         finally:
             await system.close_bots()
             await cluster.stop_all()
+            await delete_topics(settings.kafka)
