@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -112,6 +112,7 @@ async def _inbox(app: web.Application) -> AsyncIterator[None]:
     inbox = DeliveryInbox(consumer, settings, app[HUB], app[WATCHES], app[METRICS])
     await inbox.start_at_end()
     task = asyncio.create_task(inbox.run(), name="inbox")
+    task.add_done_callback(_unready_on_failure(app))
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -133,12 +134,25 @@ async def _announce(app: web.Application) -> AsyncIterator[None]:
         ),
     )
     task = asyncio.create_task(publisher.run_heartbeats(), name="heartbeats")
+    task.add_done_callback(_unready_on_failure(app))
     app[LIFECYCLE].ready = True
     log.info("gateway_ready", slot=options.slot, instance=options.instance, port=options.port)
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def _unready_on_failure(app: web.Application) -> Callable[[asyncio.Task[None]], None]:
+    """A background loop that dies takes readiness with it, so the orchestrator replaces
+    this gateway instead of letting it hold connections it can no longer serve."""
+
+    def _check(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            app[LIFECYCLE].ready = False
+            log.error("background_task_failed", task=task.get_name(), error=repr(task.exception()))
+
+    return _check
 
 
 async def _close_connections(app: web.Application) -> None:

@@ -6,6 +6,7 @@ import asyncio
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from adapters.tokens import StudentIdentity
@@ -46,7 +47,14 @@ class DeliveryInbox:
 
     async def run(self) -> None:
         while True:
-            batches = await self._consumer.getmany(self._partition, timeout_ms=1000)
+            try:
+                batches = await self._consumer.getmany(self._partition, timeout_ms=1000)
+            except KafkaError as exc:
+                # aiokafka reconnects on its own; a watch handshake waiting meanwhile times
+                # out and tells its proctors, who subscribe again.
+                log.warning("inbox_fetch_failed", error=repr(exc))
+                await asyncio.sleep(0.5)
+                continue
             for record in batches.get(self._partition, ()):
                 try:
                     batch = DELIVERY_BATCH.validate_json(record.value)

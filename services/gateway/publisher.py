@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
 from schemas.events import ExamEvent, encode_event, log_key
@@ -33,13 +34,16 @@ class Publisher:
         so a connection's frames are pipelined and stay in order on their partition.
         """
         futures = []
-        async with asyncio.timeout(self._gateway.produce_timeout_s):
-            for event in events:
-                futures.append(
-                    await self._producer.send(
-                        self._kafka.events_topic, encode_event(event), key=log_key(event)
+        try:
+            async with asyncio.timeout(self._gateway.produce_timeout_s):
+                for event in events:
+                    futures.append(
+                        await self._producer.send(
+                            self._kafka.events_topic, encode_event(event), key=log_key(event)
+                        )
                     )
-                )
+        except (TimeoutError, KafkaError) as exc:
+            raise Unavailable(f"the event log did not take the event: {exc!r}") from exc
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         gathered = asyncio.gather(*futures)
 
@@ -62,8 +66,8 @@ class Publisher:
         try:
             async with asyncio.timeout(self._gateway.produce_timeout_s):
                 await self._producer.send_and_wait(self._kafka.presence_topic, value, key=key)
-        except TimeoutError as exc:
-            raise Unavailable("presence write timed out") from exc
+        except (TimeoutError, KafkaError) as exc:
+            raise Unavailable(f"presence write failed: {exc!r}") from exc
 
     def heartbeat(self, attempt: str) -> None:
         self._beats[attempt] = now_ms()
@@ -86,8 +90,9 @@ class Publisher:
                         record.model_dump_json().encode(),
                         key=f"gw/{self._gateway.slot}".encode(),
                     )
-            except TimeoutError:
-                log.warning("heartbeat_not_sent", students=len(beats))
+            except (TimeoutError, KafkaError) as exc:
+                # Keep the beats for the next record; the notifier allows for a late batch.
+                log.warning("heartbeat_not_sent", students=len(beats), error=repr(exc))
                 beats.update(self._beats)
                 self._beats = beats
             await asyncio.sleep(self._gateway.presence_interval_s)

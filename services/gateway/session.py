@@ -249,7 +249,7 @@ class Session:
     async def _publish(self, decision: protocol.Publish, received: float) -> None:
         try:
             done = await self._publisher.publish(decision.events)
-        except TimeoutError:
+        except Unavailable:
             self._unavailable(decision.ack_id)
             return
         ack_id = decision.ack_id

@@ -12,6 +12,7 @@ import time
 import uuid
 
 import structlog
+from redis.exceptions import RedisError
 
 from adapters.snapshot_store import SnapshotStore
 from schemas.deliveries import ForProctors, WatchReady
@@ -112,8 +113,8 @@ class Watches:
                     if view.snapshot_fresh(marks):
                         break
                     await asyncio.sleep(_SNAPSHOT_POLL_S)
-        except (TimeoutError, Unavailable) as exc:
-            log.warning("watch_failed", exam=view.exam, error=str(exc))
+        except (TimeoutError, Unavailable, RedisError, OSError) as exc:
+            log.warning("watch_failed", exam=view.exam, error=repr(exc))
             await self._fail(view.exam, WatchFailed(str(exc) or "timed out"))
             return
         applied = view.load(states)
