@@ -9,7 +9,7 @@ import pytest
 
 from simulator.clients import ProctorBot
 from tests.e2e.conftest import System
-from tests.e2e.waiting import eventually
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 

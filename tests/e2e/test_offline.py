@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import scaled
 from tests.e2e.conftest import HEARTBEAT_S, System
 from tests.e2e.test_delivery import row
-from tests.e2e.waiting import eventually
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 

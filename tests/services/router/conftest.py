@@ -12,11 +12,9 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -44,21 +42,7 @@ from schemas.presence import (
 from services.router.service import RouterService
 from services.router.settings import RouterOptions, RouterSettings
 from tests.conftest import scaled
-
-T = TypeVar("T")
-
-
-async def eventually(probe: Callable[[], T | None], *, within_s: float, what: str) -> T:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what`` otherwise."""
-    deadline = time.monotonic() + scaled(within_s)
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {scaled(within_s):.1f}s: {what}")
-        await asyncio.sleep(0.02)
-
+from tests.waiting import eventually
 
 # -- events --------------------------------------------------------------------------------
 

@@ -20,10 +20,10 @@ from tests.services.router.conftest import (
     Logged,
     RouterRunner,
     announcement,
-    eventually,
     message,
     status,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
