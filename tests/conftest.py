@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
 
 import pytest
 
@@ -36,9 +37,21 @@ def _reachable(hostport: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def infra() -> CommonSettings:
-    """The base settings, after checking the infrastructure is up (a failure, never a skip)."""
-    base = CommonSettings()
+def infra() -> Iterator[CommonSettings]:
+    """The base settings, after checking the infrastructure is up (a failure, never a skip).
+
+    ``PROCTOR_INFRA=testcontainers`` starts the services in Docker instead (tests/containers.py);
+    their addresses go into the environment so the services the e2e tests spawn use them too.
+    """
+    with ExitStack() as stack:
+        if os.environ.get("PROCTOR_INFRA") == "testcontainers":
+            from tests.containers import start_containers
+
+            os.environ.update(start_containers(stack))
+        yield _checked(CommonSettings())
+
+
+def _checked(base: CommonSettings) -> CommonSettings:
     endpoints = {
         "Kafka": base.kafka.bootstrap.split(",")[0],
         "Redis": base.redis.url.split("//", 1)[1].split("/", 1)[0],
