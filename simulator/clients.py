@@ -68,6 +68,11 @@ class StudentBot:
     def connected(self) -> bool:
         return self._ws is not None and not self._ws.closed
 
+    @property
+    def close_code(self) -> int | None:
+        """How the server closed the current connection (None while open)."""
+        return None if self._ws is None or not self._ws.closed else self._ws.close_code
+
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()

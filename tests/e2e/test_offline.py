@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -79,3 +80,22 @@ async def test_a_killed_gateway_shows_its_students_offline_within_ten_seconds(
     assert time.monotonic() - killed_at <= scaled(10)
     reasons = {proctor.rows[s.attempt]["offline_reason"] for s in students}
     assert reasons == {"gateway_lost"}
+
+
+async def test_a_rolling_restart_closes_with_1001_and_no_one_flaps_offline(
+    system: System,
+) -> None:
+    student = await system.student("ex-g", "g1", slot=0)
+    proctor = await system.proctor("ex-g", slot=1)
+    await eventually(lambda: row(proctor, "g1", status="active"), within_s=5, what="active")
+    await system.cluster.stop("gateway-0")
+    assert student.close_code == 1001
+    # The page reconnects to the other gateway well inside the notifier's grace.
+    await system.student("ex-g", "g1", slot=1, student="stu-g1")
+    await eventually(lambda: row(proctor, "g1", gateway=1), within_s=5, what="moved gateway")
+    # Longer than the reconnect grace: still no offline verdict for a planned restart.
+    deadline = time.monotonic() + scaled(7)
+    while time.monotonic() < deadline:
+        assert proctor.rows["g1"]["status"] != "offline"
+        await asyncio.sleep(0.1)
+    assert offline_events(proctor.events, "g1") == []
