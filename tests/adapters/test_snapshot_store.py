@@ -73,3 +73,12 @@ async def test_watermarks_alone_can_move(store: SnapshotStore) -> None:
     await store.write([], {3: 120})
     assert await store.watermarks() == {3: 120}
     assert await store.read_exam("e1") == ([], {3: 120})
+
+
+async def test_a_late_write_never_rolls_the_snapshot_back(store: SnapshotStore) -> None:
+    # A status instance that lost its partitions may still land a write from before.
+    newer = state("e1", "a1", 9, answered=3)
+    await store.write([newer], {0: 9})
+    await store.write([state("e1", "a1", 4, answered=1)], {0: 4})
+    assert await store.read_attempt("e1", "a1") == newer
+    assert await store.watermarks() == {0: 9}
