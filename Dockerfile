@@ -41,6 +41,8 @@ RUN groupadd --system --gid "${PROCTOR_UID}" proctor \
  && useradd --system --uid "${PROCTOR_UID}" --gid proctor --home-dir /srv/proctor \
       --create-home --shell /usr/sbin/nologin proctor
 COPY --from=build /opt/proctor /opt/proctor
+# The proctor dashboard and the demo exam page, served by the gateway.
+COPY web /opt/proctor/web
 
 # Container defaults: listen on every interface (the settings default to loopback, which
 # nothing outside the container could reach), log JSON for collectors, and fix the ops
@@ -48,6 +50,7 @@ COPY --from=build /opt/proctor /opt/proctor
 ENV PATH=/opt/proctor/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    PROCTOR_GATEWAY__WEB_ROOT=/opt/proctor/web \
     PROCTOR_LOG_JSON=true \
     PROCTOR_GATEWAY__HOST=0.0.0.0 \
     PROCTOR_GATEWAY__PORT=8080 \

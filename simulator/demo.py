@@ -4,7 +4,9 @@ Starts two gateways, the router, the status service and the notifier as separate
 processes on the real infrastructure, then runs an exam: tens of students spread over both
 gateways (status, progress, answers, away spells, a lost network, a closed tab, submits)
 and two proctors, one per gateway. Prints the proctor's live dashboard in the terminal and
-a token and URL so you can connect your own client. Ctrl-C stops everything cleanly.
+a token and URL so you can connect your own client, a link to the browser dashboard (signed in
+with the proctor's token) and a link to the demo exam page as one more student. Ctrl-C stops
+everything cleanly.
 """
 
 from __future__ import annotations
@@ -112,6 +114,14 @@ async def main_async(args: argparse.Namespace) -> None:
     console.print(f"[bold]proctor token[/] {proctor_token}")
     console.print(f"[bold]watch it yourself[/]: connect to {urls[1]}?token=<proctor token> and send")
     console.print(f'  {{"type":"subscribe","exam":"{exam}"}}')
+    you = codec.issue(
+        StudentIdentity(
+            role="student", sub="you", exam=exam, attempt=f"{exam}-you", name="You (browser)",
+            time_end=wall_ms() + 1_800_000,
+        )
+    )
+    console.print(f"[bold]dashboard[/]: http://127.0.0.1:{args.port + 1}/?token={proctor_token}&exam={exam}")
+    console.print(f"[bold]exam page as a student[/]: http://127.0.0.1:{args.port}/exam?token={you}")
     console.print(f"logs: {cluster.log_dir}; metrics: http://127.0.0.1:{args.port}/metrics")
     rng = random.Random(7)
     stop = asyncio.Event()

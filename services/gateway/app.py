@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis.asyncio as aioredis
 import structlog
@@ -71,7 +72,23 @@ def create_app(settings: GatewaySettings, registry: CollectorRegistry | None = N
     app.router.add_get("/ws", websocket_endpoint)
     lifecycle = app[LIFECYCLE]
     add_ops_routes(app, registry, lambda: lifecycle.ready and not lifecycle.shutting_down)
+    if settings.gateway.web_root is not None and settings.gateway.web_root.is_dir():
+        add_web_routes(app, settings.gateway.web_root)
     return app
+
+
+def add_web_routes(app: web.Application, root: Path) -> None:
+    """The proctor dashboard at /, the demo exam page at /exam, static files (web/) under /static."""
+
+    def page(name: str) -> web.RouteDef:
+        async def handler(_: web.Request) -> web.FileResponse:
+            return web.FileResponse(root / name, headers={"Cache-Control": "no-cache"})
+
+        return web.get("/" if name == "dashboard.html" else "/exam", handler)
+
+    app.router.add_routes([page("dashboard.html"), page("exam.html")])
+    app.router.add_static("/static", root, follow_symlinks=False, append_version=False)
+    app.router.add_static("/client", root / "client", follow_symlinks=False)
 
 
 async def _kafka_producer(app: web.Application) -> AsyncIterator[None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -38,6 +39,10 @@ class GatewayOptions(BaseModel):
     produce_timeout_s: float = Field(default=15.0, description="bound on a produce ack")
     presence_interval_s: float = Field(default=1.0, description="gateway heartbeat period")
     shutdown_grace_s: float = Field(default=5.0, description="drain time on shutdown")
+    web_root: Path | None = Field(
+        default=Path(__file__).resolve().parents[2] / "web",
+        description="static dashboard and demo exam page (served at / and /exam); None: off",
+    )
 
 
 class GatewaySettings(CommonSettings):
