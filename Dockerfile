@@ -29,6 +29,7 @@ COPY domain ./domain
 COPY adapters ./adapters
 COPY services ./services
 COPY simulator ./simulator
+COPY audit ./audit
 # A regular (not editable) install: the code lives in site-packages, so the working
 # directory of the running service holds only what the service writes there.
 RUN /opt/proctor/bin/pip install --no-deps -c requirements.lock . \

@@ -37,7 +37,8 @@ from audit.settings import Settings
 from audit.times import TimeRange, format_time, parse_time, zone
 from domain.alerts import AlertThresholds
 
-_out = Console(soft_wrap=True)
+# Piped output (files, less) gets wide tables rather than 80 squeezed columns.
+_out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 _err = Console(stderr=True, soft_wrap=True)
 
 

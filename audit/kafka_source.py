@@ -103,7 +103,9 @@ class LogSource:
         return LogSpan(topic, {tp.partition: (starts[tp], max(starts[tp], ends[tp])) for tp in tps})
 
     async def _partitions(self, topic: str) -> set[int]:
-        await self._consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka's own way
+        # A fresh consumer knows no topic yet: fetch the metadata (aiokafka has no public call
+        # that both fetches and stores it for partitions_for_topic).
+        await self._consumer._client.force_metadata_update()  # noqa: SLF001
         partitions = self._consumer.partitions_for_topic(topic)
         if not partitions:
             raise LogUnavailable(f"topic {topic} does not exist")

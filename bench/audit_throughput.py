@@ -138,6 +138,7 @@ async def main() -> None:
         if not args.keep:
             await delete_topics(kafka)
     result = {
+        "topic": kafka.events_topic, "exam": exam,
         "students": args.students, "steps": args.steps, "partitions": args.partitions,
         "events_in_log": written, "write_s": round(write_s, 1), "export_jsonl_mb": round(export_bytes / 2**20, 1),
         "runs": runs,

@@ -46,9 +46,10 @@ PROCTOR_NAME = re.compile(r"\bPROCTOR_[A-Z0-9_]+\b")
 
 
 def entry_points() -> set[str]:
+    """The long-running services' commands (tools such as ``proctor-audit`` are not deployed)."""
     with (REPO / "pyproject.toml").open("rb") as file:
         scripts: dict[str, str] = tomllib.load(file)["project"]["scripts"]
-    return set(scripts)
+    return {name for name, target in scripts.items() if target.startswith("services.")}
 
 
 def env_names(settings: type[CommonSettings]) -> set[str]:
