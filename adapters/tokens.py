@@ -7,6 +7,7 @@ the exams she may watch. The gateway trusts nothing else about identity.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Literal
 
 import jwt
@@ -18,7 +19,11 @@ from schemas.events import EpochMs, Id
 class TokenError(Exception):
     """The token cannot be trusted; ``code`` is the protocol error code."""
 
-    def __init__(self, code: Literal["token_missing", "token_invalid", "token_expired"], why: str):
+    def __init__(
+        self,
+        code: Literal["token_missing", "token_invalid", "token_expired", "token_revoked"],
+        why: str,
+    ):
         super().__init__(why)
         self.code = code
 
@@ -33,6 +38,7 @@ class StudentIdentity(BaseModel):
     attempt_no: int = Field(default=1, ge=1)
     name: str = Field(default="", max_length=200)
     time_end: EpochMs | None = Field(default=None, description="attempt deadline")
+    jti: Id | None = Field(default=None, description="token id, for revocation")
 
 
 class ProctorIdentity(BaseModel):
@@ -42,6 +48,7 @@ class ProctorIdentity(BaseModel):
     sub: Id = Field(description="proctor id")
     exams: tuple[Id, ...] = Field(min_length=1)
     name: str = Field(default="", max_length=200)
+    jti: Id | None = Field(default=None, description="token id, for revocation")
 
 
 Identity = StudentIdentity | ProctorIdentity
@@ -80,5 +87,11 @@ class TokenCodec:
     def issue(self, identity: Identity, *, ttl_s: int = 4 * 3600) -> str:
         """Mint a token, as the LMS would; used by the demo, the simulator and tests."""
         now = int(time.time())
-        claims = {**identity.model_dump(), "iss": self._issuer, "iat": now, "exp": now + ttl_s}
+        claims = {
+            "jti": uuid.uuid4().hex,
+            **identity.model_dump(exclude_none=True),
+            "iss": self._issuer,
+            "iat": now,
+            "exp": now + ttl_s,
+        }
         return jwt.encode(claims, self._secret, algorithm=self._algorithm)

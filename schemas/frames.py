@@ -164,6 +164,7 @@ ErrorCode = Literal[
     "token_missing",
     "token_invalid",
     "token_expired",
+    "token_revoked",
     "bad_json",
     "bad_frame",
     "unknown_type",

@@ -8,9 +8,11 @@ import time
 import jwt
 import orjson
 import pytest
+import redis.asyncio as aioredis
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestServer
 
+from adapters.revocations import RedisRevocations
 from services.gateway.settings import GatewaySettings
 from tests.conftest import scaled
 from tests.services.gateway.conftest import SECRET, Connect, proctor_token, student_token
@@ -157,3 +159,25 @@ async def test_a_flood_is_throttled_without_hurting_a_neighbour(
     flood_ids = [e.id for e in await read_log(settings) if e.id.startswith("f-")]
     # Only what the bucket allowed (burst 50 in this fixture) reached the log, each once.
     assert 40 <= len(flood_ids) <= 80 and len(set(flood_ids)) == len(flood_ids)
+
+
+async def test_a_revoked_token_is_refused_and_writes_nothing(
+    gateway: tuple[GatewaySettings, TestServer], connect: Connect
+) -> None:
+    settings, _ = gateway
+    token = student_token()
+    jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+    client = aioredis.Redis.from_url(settings.redis.url)
+    try:
+        await RedisRevocations(client, settings.redis).revoke(jti, until_epoch_s=int(time.time()) + 60)
+    finally:
+        await client.aclose()
+    ws = await connect(token)
+    error = await next_frame(ws)
+    assert (error["type"], error["code"]) == ("error", "token_revoked")
+    await ws.receive()
+    assert ws.close_code == 4401
+    assert await read_log(settings) == []
+    # Another token of the same student still works: revocation is per token.
+    other = await connect(student_token())
+    assert (await next_frame(other, "welcome"))["role"] == "student"
