@@ -25,6 +25,8 @@ from typing import Any
 from adapters.kafka_topics import delete_topics, ensure_topics
 from adapters.settings import CommonSettings, KafkaSettings
 from adapters.tokens import ProctorIdentity, StudentIdentity, TokenCodec
+from simulator.accounting import Receipt, json_safe
+from simulator.accounting import account as delivery_account
 from simulator.clients import ProctorBot, StudentBot, client_session
 from simulator.launcher import Cluster
 
@@ -32,51 +34,20 @@ ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[index]
-
-
 def account(students: list[StudentBot], proctors: list[ProctorBot]) -> dict[str, Any]:
-    latencies: list[float] = []
-    inbound: list[float] = []  # student send -> the student's gateway stamps the event
-    seen = superseded = lost = 0
-    for proctor in proctors:
-        arrived: dict[str, dict[int, int]] = {}
-        stamped: dict[str, dict[int, int]] = {}
-        for got in proctor.received:
-            arrived.setdefault(got.attempt, {})[got.client_seq] = got.at_ms
-            stamped.setdefault(got.attempt, {})[got.client_seq] = got.written_ms
-        for student in students:
-            mine = arrived.get(student.attempt, {})
-            newest = max(mine, default=0)
-            for seq, sent in student.sent_at.items():
-                if seq in mine:
-                    seen += 1
-                    latencies.append(mine[seq] - sent)
-                    inbound.append(stamped[student.attempt][seq] - sent)
-                elif seq < newest:
-                    superseded += 1
-                else:
-                    lost += 1
-    latencies.sort()
-    inbound.sort()
-    return {
-        "inbound_ms": {"p50": percentile(inbound, 0.5), "p99": percentile(inbound, 0.99)},
-        "deliveries_seen": seen,
-        "superseded_by_newer_state": superseded,
-        "lost": lost,
-        "latency_ms": {
-            "p50": percentile(latencies, 0.50),
-            "p90": percentile(latencies, 0.90),
-            "p99": percentile(latencies, 0.99),
-            "p99.9": percentile(latencies, 0.999),
-            "max": latencies[-1] if latencies else float("nan"),
-            "mean": sum(latencies) / len(latencies) if latencies else float("nan"),
-        },
+    """ProctorBot already drops duplicate and stale rows; the classification is shared."""
+    sent = {student.attempt: student.sent_at for student in students}
+    attempts = [student.attempt for student in students]
+    receipts = {
+        str(n): [
+            Receipt(got.attempt, got.seq, got.client_seq, got.at_ms, got.written_ms)
+            for got in proctor.received
+        ]
+        for n, proctor in enumerate(proctors)
     }
+    report = delivery_account(sent, receipts, {name: attempts for name in receipts})
+    result: dict[str, Any] = json_safe(report.to_json())
+    return result
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -141,7 +112,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result = account(students, proctors)
             sent = sum(len(s.sent_at) for s in students)
             unacked = sum(len(s.unacked) for s in students)
-            for bot in [*students, *proctors]:
+            bots: list[StudentBot | ProctorBot] = [*students, *proctors]
+            for bot in bots:
                 await bot.close()
     finally:
         await cluster.stop_all()
