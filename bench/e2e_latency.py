@@ -17,21 +17,16 @@ import asyncio
 import json
 import random
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 
-from adapters.kafka_topics import delete_topics, ensure_topics
-from adapters.settings import CommonSettings, KafkaSettings
 from adapters.tokens import ProctorIdentity, StudentIdentity, TokenCodec
 from simulator.accounting import Receipt, json_safe
 from simulator.accounting import account as delivery_account
 from simulator.clients import ProctorBot, StudentBot, client_session
-from simulator.launcher import Cluster
+from simulator.system import ROOT, SECRET, bench_system
 
-ROOT = Path(__file__).resolve().parent.parent
-SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
 
 
 def account(students: list[StudentBot], proctors: list[ProctorBot]) -> dict[str, Any]:
@@ -51,34 +46,9 @@ def account(students: list[StudentBot], proctors: list[ProctorBot]) -> dict[str,
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    run_id = f"bench-{uuid.uuid4().hex[:8]}"
-    base = CommonSettings()
-    kafka = KafkaSettings(
-        bootstrap=base.kafka.bootstrap,
-        events_topic=f"{run_id}.events",
-        presence_topic=f"{run_id}.presence",
-        heartbeats_topic=f"{run_id}.heartbeats",
-        deliveries_topic=f"{run_id}.deliveries",
-    )
-    await ensure_topics(kafka)
-    env = {
-        "PROCTOR_KAFKA__EVENTS_TOPIC": kafka.events_topic,
-        "PROCTOR_KAFKA__PRESENCE_TOPIC": kafka.presence_topic,
-        "PROCTOR_KAFKA__HEARTBEATS_TOPIC": kafka.heartbeats_topic,
-        "PROCTOR_KAFKA__DELIVERIES_TOPIC": kafka.deliveries_topic,
-        "PROCTOR_REDIS__KEY_PREFIX": f"{run_id}:",
-        "PROCTOR_DYNAMO__TABLE": f"{run_id}-first-attempts",
-        "PROCTOR_GATEWAY__TOKEN_SECRET": SECRET,
-        "PROCTOR_ROUTER__APP_ID": f"{run_id}-router",
-        "PROCTOR_STATUS__GROUP_ID": f"{run_id}-status",
-        "PROCTOR_NOTIFIER__GROUP_ID": f"{run_id}-notifier",
-        "PROCTOR_LOG_LEVEL": "WARNING",
-    }
-    cluster = Cluster(env=env, log_dir=ROOT / ".local" / "logs" / run_id)
-    codec = TokenCodec(SECRET)
-    exam = "bench-exam"
-    await cluster.start()
-    try:
+    async with bench_system("bench") as cluster:
+        codec = TokenCodec(SECRET)
+        exam = "bench-exam"
         async with client_session() as http:
             proctors = []
             for n in range(args.proctors):
@@ -115,9 +85,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             bots: list[StudentBot | ProctorBot] = [*students, *proctors]
             for bot in bots:
                 await bot.close()
-    finally:
-        await cluster.stop_all()
-        await delete_topics(kafka)
     return {
         "scenario": "e2e_latency",
         "students": args.students,
