@@ -18,33 +18,13 @@ from adapters.settings import CommonSettings, KafkaSettings
 from adapters.tokens import ProctorIdentity, StudentIdentity, TokenCodec
 from simulator.clients import ProctorBot, StudentBot, client_session
 from simulator.launcher import Cluster
+from simulator.system import isolated_env
 from tests.conftest import scaled
 
 SECRET = "e2e-secret-0123456789abcdef0123456789abcdef"
 CODEC = TokenCodec(SECRET)
 HEARTBEAT_S = 1.0
 LOG_PARTITIONS = 4
-
-
-def cluster_env(run: str, infra: CommonSettings) -> dict[str, str]:
-    return {
-        "PROCTOR_KAFKA__BOOTSTRAP": infra.kafka.bootstrap,
-        "PROCTOR_KAFKA__EVENTS_TOPIC": f"{run}.events",
-        "PROCTOR_KAFKA__PRESENCE_TOPIC": f"{run}.presence",
-        "PROCTOR_KAFKA__HEARTBEATS_TOPIC": f"{run}.heartbeats",
-        "PROCTOR_KAFKA__DELIVERIES_TOPIC": f"{run}.deliveries",
-        "PROCTOR_KAFKA__EVENTS_PARTITIONS": str(LOG_PARTITIONS),
-        "PROCTOR_KAFKA__DELIVERIES_PARTITIONS": "4",
-        "PROCTOR_REDIS__URL": infra.redis.url,
-        "PROCTOR_REDIS__KEY_PREFIX": f"{run}:",
-        "PROCTOR_DYNAMO__TABLE": f"{run}-first-attempts",
-        "PROCTOR_GATEWAY__TOKEN_SECRET": SECRET,
-        "PROCTOR_GATEWAY__HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S),
-        "PROCTOR_ROUTER__APP_ID": f"{run}-router",
-        "PROCTOR_STATUS__GROUP_ID": f"{run}-status",
-        "PROCTOR_NOTIFIER__GROUP_ID": f"{run}-notifier",
-        "PROCTOR_LOG_LEVEL": "INFO",
-    }
 
 
 class System:
@@ -86,20 +66,26 @@ class System:
 
 async def start_system(tmp_path: Path, infra: CommonSettings) -> tuple[Cluster, CommonSettings]:
     run = f"e2e-{uuid.uuid4().hex[:10]}"
-    env = cluster_env(run, infra)
     settings = CommonSettings(
         kafka=KafkaSettings(
             bootstrap=infra.kafka.bootstrap,
-            events_topic=env["PROCTOR_KAFKA__EVENTS_TOPIC"],
-            presence_topic=env["PROCTOR_KAFKA__PRESENCE_TOPIC"],
-            heartbeats_topic=env["PROCTOR_KAFKA__HEARTBEATS_TOPIC"],
-            deliveries_topic=env["PROCTOR_KAFKA__DELIVERIES_TOPIC"],
+            events_topic=f"{run}.events",
+            presence_topic=f"{run}.presence",
+            heartbeats_topic=f"{run}.heartbeats",
+            deliveries_topic=f"{run}.deliveries",
             events_partitions=LOG_PARTITIONS,
             deliveries_partitions=4,
         ),
         redis=infra.redis.model_copy(update={"key_prefix": f"{run}:"}),
         dynamo=infra.dynamo.model_copy(update={"table": f"{run}-first-attempts"}),
     )
+    env = {
+        **isolated_env(run, settings.kafka, secret=SECRET),
+        "PROCTOR_KAFKA__BOOTSTRAP": infra.kafka.bootstrap,
+        "PROCTOR_REDIS__URL": infra.redis.url,
+        "PROCTOR_GATEWAY__HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S),
+        "PROCTOR_LOG_LEVEL": "INFO",
+    }
     await ensure_topics(settings.kafka)
     cluster = Cluster(env=env, log_dir=tmp_path / "logs", ready_timeout_s=scaled(90))
     try:
