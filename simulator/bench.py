@@ -122,9 +122,18 @@ def headline(result: dict[str, Any]) -> str:
 
 
 def write(scenario: str, result: dict[str, Any]) -> Path:
+    """The JSON result, and its plot beside it (same name, .png)."""
+    # Imported here: spawned load workers re-import this module and need no matplotlib.
+    from simulator.plot import plot_result
+
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{scenario}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(json_safe(result), indent=1) + "\n")
+    safe = json_safe(result)
+    path.write_text(json.dumps(safe, indent=1) + "\n")
+    try:
+        print(f"plotted {plot_result(safe, path.with_suffix('.png'))}", file=sys.stderr)
+    except ValueError as error:  # the JSON is written either way; the plot can be redone
+        print(f"no plot for {path}: {error}", file=sys.stderr)
     return path
 
 

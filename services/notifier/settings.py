@@ -44,6 +44,14 @@ class NotifierOptions(BaseModel):
         ge=0,
         description="log history re-read on start to rebuild the alert rules' state",
     )
+    commit_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        description=(
+            "how often the alerts consumer commits its offsets (0: after every batch); a restart"
+            " re-reads at most this much and raises the same alert ids again"
+        ),
+    )
     write_timeout_s: float = Field(
         default=10.0, gt=0, description="bound on Kafka accepting a batch of verdicts or alerts"
     )

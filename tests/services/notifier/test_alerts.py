@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from domain.alerts import AlertThresholds
 from schemas.events import AlertRaised, ExamEvent
@@ -79,3 +80,40 @@ async def test_repeated_away_and_alert_state_surviving_a_restart(
         assert len(log.matching(alert_of("att-pending", "away_too_long"))) == 1
     finally:
         await notifiers.stop_all()
+
+
+async def test_offsets_are_committed_on_the_interval_and_on_stop(
+    notifier_settings: NotifierSettings, gateways: MakeGateway, log: LogWatcher
+) -> None:
+    # A commit per fetched batch cost a quarter of the notifier's CPU under load.
+    options = notifier_settings.notifier.model_copy(update={"commit_interval_s": 3600.0})
+    settings = notifier_settings.model_copy(update={"notifier": options})
+    notifiers = Notifiers(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
+    await admin.start()
+    try:
+        first = await notifiers.start()
+        gateway = await gateways(0)
+        student = await gateway.connect("att-commit")
+        for _ in range(3):
+            await gateway.status(student, "away")
+            await gateway.status(student, "active")
+        await log.wait_for(alert_of("att-commit", "repeated_away"), scaled(5))
+
+        async def committed() -> int:
+            offsets = await admin.list_consumer_group_offsets(options.group_id)
+            return sum(meta.offset for tp, meta in offsets.items()
+                       if tp.topic == settings.kafka.events_topic and meta.offset > 0)
+
+        # The first batch after assignment commits (the interval starts at creation);
+        # what follows waits for the interval.
+        before = await committed()
+        await gateway.status(student, "away")
+        await gateway.status(student, "active")
+        await asyncio.sleep(1.0)
+        assert await committed() == before
+        await notifiers.stop(first)
+        assert await committed() >= before + 2
+    finally:
+        await notifiers.stop_all()
+        await admin.close()
