@@ -17,10 +17,12 @@ as long as an attempt's number never changes, which it does not: ``student.conne
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from schemas.views import StudentView
 
 ItemKey = tuple[str, str]
+Position = tuple[int, int]  # (log partition, offset) of the record that made a change
 
 
 def item_key(view: StudentView) -> ItemKey:
@@ -43,10 +45,19 @@ class FirstAttemptBuffer:
     attempt that is its latest state, across attempts the lowest attempt number. A candidate
     that loses to the item's known holder is dropped (counted in ``skipped``), so a later
     attempt's updates cost no write per flush. ``memo_size`` bounds the known holders.
+
+    Items drain oldest first (by when they were first staged), so a partial drain (a write
+    budget) bounds how long any item waits. Each waiting or in-flight item remembers the log
+    position of its oldest unwritten change; ``floor`` gives, per partition, the lowest of
+    them: the log may be committed up to there and no further, or a restart would skip a
+    change that never reached DynamoDB.
     """
 
     def __init__(self, *, memo_size: int = 100_000) -> None:
         self._pending: dict[ItemKey, StudentView] = {}
+        # Per item, per partition (a later attempt may sit on another one): lowest offset.
+        self._since: dict[ItemKey, dict[int, int]] = {}
+        self._in_flight: dict[ItemKey, dict[int, int]] = {}
         self._holders: OrderedDict[ItemKey, StudentView] = OrderedDict()
         self._memo_size = memo_size
         self.skipped = 0
@@ -54,14 +65,14 @@ class FirstAttemptBuffer:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def stage(self, view: StudentView) -> bool:
+    def stage(self, view: StudentView, position: Position | None = None) -> bool:
         """Queue ``view`` for a write; False if it can never win (dropped)."""
-        if self._offer(view):
+        if self._offer(view, position):
             return True
         self.skipped += 1
         return False
 
-    def _offer(self, view: StudentView) -> bool:
+    def _offer(self, view: StudentView, position: Position | None) -> bool:
         key = item_key(view)
         holder = self._holders.get(key)
         if holder is not None and not supersedes(view, holder):
@@ -69,19 +80,55 @@ class FirstAttemptBuffer:
         queued = self._pending.get(key)
         if queued is not None and not supersedes(view, queued):
             return False
+        # Assigning an existing key keeps its place: the item stays as old as its first change.
         self._pending[key] = view
+        if position is not None:
+            _merge(self._since.setdefault(key, {}), {position[0]: position[1]})
         return True
 
-    def drain(self) -> list[StudentView]:
-        """Everything staged, in staging order; the buffer is empty afterwards."""
-        views = list(self._pending.values())
-        self._pending.clear()
+    def drain(self, limit: int | None = None) -> list[StudentView]:
+        """The ``limit`` oldest staged items (all by default), now in flight until ``landed``."""
+        if limit is None or limit >= len(self._pending):
+            keys = list(self._pending)
+        else:
+            keys = [key for key, _ in zip(self._pending, range(max(limit, 0)), strict=False)]
+        views = [self._pending.pop(key) for key in keys]
+        for key in keys:
+            since = self._since.pop(key, None)
+            if since is not None:
+                _merge(self._in_flight.setdefault(key, {}), since)
         return views
+
+    def landed(self, views: Iterable[StudentView]) -> None:
+        """These writes are settled (written or refused): they no longer hold the log back."""
+        for view in views:
+            self._in_flight.pop(item_key(view), None)
 
     def restage(self, views: list[StudentView]) -> None:
         """Put back writes that did not land; newer staged states of the same item still win."""
         for view in views:
-            self._offer(view)
+            key = item_key(view)
+            since = self._in_flight.pop(key, None)
+            self._offer(view, None)
+            if since is not None:
+                # Kept even when a newer state won: that older change is still not written.
+                _merge(self._since.setdefault(key, {}), since)
+
+    def floor(self) -> dict[int, int]:
+        """Per partition, the lowest log offset whose change is not yet in DynamoDB."""
+        lowest: dict[int, int] = {}
+        for positions in (*self._since.values(), *self._in_flight.values()):
+            _merge(lowest, positions)
+        return lowest
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        """Their positions mean nothing once another worker owns them (views stay queued)."""
+        for by_item in (self._since, self._in_flight):
+            for key, positions in list(by_item.items()):
+                for partition in partitions & positions.keys():
+                    del positions[partition]
+                if not positions:
+                    del by_item[key]
 
     def note_holder(self, holder: StudentView) -> None:
         """Remember what the store holds for an item (after a write landed or was refused)."""
@@ -92,3 +139,9 @@ class FirstAttemptBuffer:
         self._holders.move_to_end(key)
         while len(self._holders) > self._memo_size:
             self._holders.popitem(last=False)
+
+
+def _merge(into: dict[int, int], positions: dict[int, int]) -> None:
+    for partition, offset in positions.items():
+        if offset < into.get(partition, offset + 1):
+            into[partition] = offset

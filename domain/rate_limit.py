@@ -1,4 +1,4 @@
-"""Per-connection flood control: a token bucket, with the clock passed in."""
+"""Token buckets with the clock passed in: per-connection flood control, write budgets."""
 
 from __future__ import annotations
 
@@ -25,6 +25,14 @@ class TokenBucket:
             self.tokens -= 1.0
             return True
         return False
+
+    def take_up_to(self, wanted: int, now: float) -> int:
+        """Spend as many whole tokens as there are, up to ``wanted``; how many were spent."""
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        taken = max(0, min(wanted, int(self.tokens)))
+        self.tokens -= taken
+        return taken
 
     def retry_after(self) -> float:
         """Seconds until the next token."""

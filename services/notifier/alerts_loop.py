@@ -67,7 +67,11 @@ class AlertsLoop:
 
     async def open(self) -> None:
         consumer = group_consumer(
-            self._kafka, group_id=self._options.group_id, client_id=f"{self._options.instance}-log"
+            self._kafka,
+            group_id=self._options.group_id,
+            client_id=f"{self._options.instance}-log",
+            fetch_max_wait_ms=round(self._options.tick_interval_s * 1000),
+            fetch_min_bytes=self._options.alerts_fetch_min_bytes,
         )
         consumer.subscribe([self._kafka.events_topic], listener=_Rewind(self))
         self._consumer = consumer

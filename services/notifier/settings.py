@@ -44,6 +44,14 @@ class NotifierOptions(BaseModel):
         ge=0,
         description="log history re-read on start to rebuild the alert rules' state",
     )
+    alerts_fetch_min_bytes: int = Field(
+        default=32_768,
+        ge=1,
+        description=(
+            "the broker holds a log fetch for the alert rules until this much has gathered (or"
+            " tick_interval_s): fewer, fuller fetches; alerts tolerate the delay"
+        ),
+    )
     commit_interval_s: float = Field(
         default=1.0,
         ge=0,

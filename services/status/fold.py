@@ -31,6 +31,8 @@ class LogRecord:
 @dataclass(slots=True)
 class BatchFold:
     changed: dict[AttemptKey, AttemptState] = field(default_factory=dict)
+    # Where each changed attempt's first change of this batch is: (partition, offset).
+    first_change: dict[AttemptKey, tuple[int, int]] = field(default_factory=dict)
     watermarks: dict[int, int] = field(default_factory=dict)
 
 
@@ -113,4 +115,5 @@ def fold(records: Sequence[LogRecord], cache: StateCache) -> BatchFold:
         if new is not None and new is not old:
             cache.put(key, record.partition, new)
             result.changed[key] = new
+            result.first_change.setdefault(key, (record.partition, record.offset))
     return result

@@ -4,13 +4,17 @@ Two loops share the state, one asyncio task each:
 - consume: getmany -> decode -> load missing states from Redis -> fold -> one MULTI to
   Redis (changed states + watermarks) -> stage the changed views for DynamoDB together
   with the batch's offsets. Redis is written every batch: gateways wait on its watermarks.
-- flush: every ``flush_interval_ms`` (or sooner when many items wait) drain the coalesced
-  views with the offsets staged alongside them, write them (conditional, in parallel in a
-  thread pool), then commit those offsets. A flush that is slow lets more updates coalesce.
+- flush: every ``flush_interval_ms`` (or sooner when many items wait) take the oldest
+  coalesced views, as many as the write budget allows (``dynamo_max_writes_per_s``), write
+  them (conditional, in parallel in a thread pool), then commit the log up to the oldest
+  change still not in DynamoDB. A flush that is slow, or a budget that is spent, lets more
+  updates coalesce: at 10,000 students the budget, not the update rate, sets the write rate
+  (DynamoDB's cost is per request; boto3's per-request CPU was half the service's).
 
-Offsets are committed only after both writes of every batch they cover have landed; a store
+Offsets are committed only after both writes of every change they cover have landed; a store
 that fails is retried with backoff (nothing committed meanwhile, readiness false). A
-rebalance first drains and commits, then forgets the revoked partitions' states.
+rebalance first drains everything (budget or not) and commits, then forgets the revoked
+partitions' states.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from adapters.kafka_clients import group_consumer
 from adapters.kafka_topics import ensure_topics
 from adapters.ops_http import start_ops_server
 from adapters.snapshot_store import RedisSnapshotStore, SnapshotStore
-from domain.first_attempt import FirstAttemptBuffer
+from domain.first_attempt import FirstAttemptBuffer, Position
+from domain.rate_limit import TokenBucket
 from schemas.events import decode_event
 from schemas.views import AttemptState, StudentView
 from services.status.errors import StartupFailed
@@ -78,7 +83,15 @@ class StatusService:
         self._flush_lock = asyncio.Lock()
         self._cache = StateCache(self._cfg.state_cache_size)
         self._buffer = FirstAttemptBuffer(memo_size=self._cfg.holder_memo_size)
+        # Consumed (Redis written) but not committed; the commit also waits for DynamoDB.
         self._uncommitted: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        budget = self._cfg.dynamo_max_writes_per_s
+        self._write_budget = (
+            TokenBucket(rate=budget, burst=max(budget, 1.0), updated=time.monotonic())
+            if budget > 0
+            else None
+        )
         self._healthy: dict[Store, bool] = {"redis": True, "dynamo": True, "kafka": True}
         self._started = False
         self._draining = False
@@ -130,7 +143,13 @@ class StatusService:
             )
             self._dynamo = store
 
-        consumer = group_consumer(kafka, group_id=cfg.group_id, client_id=cfg.client_id)
+        consumer = group_consumer(
+            kafka,
+            group_id=cfg.group_id,
+            client_id=cfg.client_id,
+            fetch_max_wait_ms=cfg.poll_timeout_ms,
+            fetch_min_bytes=cfg.fetch_min_bytes,
+        )
         consumer.subscribe([kafka.events_topic], listener=_Rebalance(self))
         stack.push_async_callback(consumer.stop)
         try:
@@ -205,8 +224,10 @@ class StatusService:
         )
         self.metrics.state_changes.inc(len(changed))
         # No await from here on: the staged views and the offsets they cover move together.
-        for state in (*resync, *changed):
-            self._stage(state.view)
+        for state, position in resync:
+            self._stage(state.view, position)
+        for key, state in folded.changed.items():
+            self._stage(state.view, folded.first_change.get(key))
         topic = self.settings.kafka.events_topic
         for partition, offset in folded.watermarks.items():
             self._uncommitted[TopicPartition(topic, partition)] = offset + 1
@@ -232,7 +253,9 @@ class StatusService:
             return LogRecord(tp.partition, message.offset, None)
         return LogRecord(tp.partition, message.offset, event)
 
-    async def _load_missing(self, records: list[LogRecord]) -> list[AttemptState]:
+    async def _load_missing(
+        self, records: list[LogRecord]
+    ) -> list[tuple[AttemptState, Position]]:
         """Fill the cache from Redis; return the loaded states that are ahead of the log."""
         wanted = missing(records, self._cache)
         if not wanted:
@@ -258,19 +281,19 @@ class StatusService:
             return [r for r in results if not isinstance(r, BaseException)]
 
         loaded = await self._until_done("redis", load_all, "state load")
-        ahead: list[AttemptState] = []
+        ahead: list[tuple[AttemptState, Position]] = []
         for (key, (partition, first_offset)), state in zip(wanted.items(), loaded, strict=True):
             if state is None:
                 continue
             self._cache.put(key, partition, state)
             if ahead_of_log(state, first_offset):
-                ahead.append(state)
+                ahead.append((state, (partition, first_offset)))
         self.metrics.resyncs.inc(len(ahead))
         return ahead
 
-    def _stage(self, view: StudentView) -> None:
+    def _stage(self, view: StudentView, position: Position | None = None) -> None:
         self.metrics.dynamo_updates.inc()
-        if not self._buffer.stage(view):
+        if not self._buffer.stage(view, position):
             self.metrics.dynamo_skipped.inc()
 
     # -- flush ------------------------------------------------------------------------------
@@ -292,26 +315,43 @@ class StatusService:
             if self._draining and not self._buffer and not self._uncommitted:
                 return
 
-    async def flush(self) -> None:
-        """Write everything staged to DynamoDB, then commit the offsets staged with it."""
+    async def flush(self, *, everything: bool = False) -> None:
+        """Write the oldest staged views the budget allows (or all), then commit what is safe."""
         async with self._flush_lock:
-            views = self._buffer.drain()
-            offsets, self._uncommitted = self._uncommitted, {}
-            if not views and not offsets:
+            if not self._buffer and not self._uncommitted:
                 return
+            views = self._buffer.drain(None if everything else self._budgeted(len(self._buffer)))
             started = time.perf_counter()
             try:
                 await self._write_first_attempts(views)
             except BaseException:
-                # Cancelled (rebalance or shutdown deadline): a later commit of the same
-                # partitions must not skip these writes, so they go back in line.
+                # Cancelled (rebalance or shutdown deadline): they go back in line, and the
+                # log stays held at their positions.
                 self._buffer.restage(views)
-                for tp, offset in offsets.items():
-                    self._uncommitted[tp] = max(self._uncommitted.get(tp, offset), offset)
                 raise
-            await self._commit(offsets)
+            self._buffer.landed(views)
+            await self._commit(self._committable())
             self.metrics.flush_seconds.observe(time.perf_counter() - started)
             self.metrics.dynamo_pending.set(len(self._buffer))
+
+    def _budgeted(self, waiting: int) -> int | None:
+        if self._write_budget is None or self._draining:
+            return None
+        return self._write_budget.take_up_to(waiting, time.monotonic())
+
+    def _committable(self) -> dict[TopicPartition, int]:
+        """Consumed offsets, held back to the oldest change not yet in DynamoDB."""
+        floor = self._buffer.floor()
+        offsets: dict[TopicPartition, int] = {}
+        for tp, consumed in list(self._uncommitted.items()):
+            committed = self._committed.get(tp, -1)
+            if consumed <= committed:
+                del self._uncommitted[tp]  # read again after a seek: already covered
+                continue
+            offset = min(consumed, floor.get(tp.partition, consumed))
+            if offset > committed:
+                offsets[tp] = offset
+        return offsets
 
     async def _write_first_attempts(self, views: list[StudentView]) -> None:
         store = self._first_attempt_store
@@ -346,6 +386,8 @@ class StatusService:
             return
         consumer = self._kafka
         assigned = consumer.assignment()
+        for tp in [tp for tp in self._uncommitted if tp not in assigned]:
+            del self._uncommitted[tp]  # its next owner reads it again from its last commit
         mine = {tp: offset for tp, offset in offsets.items() if tp in assigned}
         if not mine:
             return
@@ -357,11 +399,12 @@ class StatusService:
             # every write they cause is idempotent.
             self.metrics.commit_failures.inc()
             log.warning("offset commit failed", error=repr(exc), offsets=_printable(mine))
-            if not isinstance(exc, CommitFailedError | IllegalStateError):
-                for tp, offset in mine.items():
-                    self._uncommitted[tp] = max(self._uncommitted.get(tp, offset), offset)
             return
         self.metrics.commits.inc()
+        for tp, offset in mine.items():
+            self._committed[tp] = offset
+            if self._uncommitted.get(tp) == offset:
+                del self._uncommitted[tp]
 
     # -- rebalance --------------------------------------------------------------------------
 
@@ -372,14 +415,16 @@ class StatusService:
         async with self._batch_lock:
             try:
                 async with asyncio.timeout(self._cfg.drain_timeout_s):
-                    await self.flush()
+                    await self.flush(everything=True)
             except TimeoutError:
                 # Whatever did not land is re-read by the next owner from the last commit,
                 # and the Redis-ahead rule re-sends it to DynamoDB.
                 log.warning("flush before rebalance timed out", partitions=_printable(revoked))
             self._cache.forget_partitions({tp.partition for tp in revoked})
+            self._buffer.forget_partitions({tp.partition for tp in revoked})
             for tp in revoked:
                 self._uncommitted.pop(tp, None)
+                self._committed.pop(tp, None)
         log.info("partitions revoked", partitions=sorted(tp.partition for tp in revoked))
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:

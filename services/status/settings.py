@@ -15,11 +15,27 @@ class StatusServiceSettings(BaseModel):
     poll_timeout_ms: int = Field(
         default=100, ge=1, description="longest getmany wait when the log is quiet"
     )
+    fetch_min_bytes: int = Field(
+        default=32_768,
+        ge=1,
+        description=(
+            "the broker holds a log fetch until this much has gathered (or the poll timeout):"
+            " fewer, fuller fetches; status is off the proctors' latency path"
+        ),
+    )
     max_batch_records: int = Field(default=2000, ge=1, description="records per getmany batch")
     flush_interval_ms: int = Field(
         default=200,
         ge=0,
         description="DynamoDB writes are coalesced over this window (per item, last state wins)",
+    )
+    dynamo_max_writes_per_s: float = Field(
+        default=200.0,
+        ge=0,
+        description=(
+            "write budget for DynamoDB (0: none); items beyond it keep waiting, oldest first,"
+            " and keep coalescing, so an item lags at most about waiting items / budget"
+        ),
     )
     flush_max_items: int = Field(
         default=5000, ge=1, description="flush earlier once this many items are waiting"

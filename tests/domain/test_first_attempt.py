@@ -98,3 +98,48 @@ def test_holder_memo_is_bounded() -> None:
     # s1 was forgotten: its stale update is staged again (the store's condition refuses it).
     assert buffer.stage(view(seq=5, student="s1"))
     assert not buffer.stage(view(seq=5, student="s3"))
+
+
+def test_partial_drain_takes_the_oldest_items_first() -> None:
+    buffer = FirstAttemptBuffer()
+    for student in ("s1", "s2", "s3"):
+        buffer.stage(view(seq=1, student=student), (0, 10))
+    buffer.stage(view(seq=2, student="s1"), (0, 11))  # a newer state keeps s1's place
+    assert [(v.student, v.seq) for v in buffer.drain(2)] == [("s1", 2), ("s2", 1)]
+    assert [v.student for v in buffer.drain(5)] == ["s3"]
+    assert buffer.drain(0) == [] and len(buffer) == 0
+
+
+def test_floor_holds_the_log_at_the_oldest_unwritten_change() -> None:
+    buffer = FirstAttemptBuffer()
+    buffer.stage(view(seq=1, student="s1"), (0, 10))
+    buffer.stage(view(seq=2, student="s1"), (0, 15))
+    buffer.stage(view(seq=1, student="s2"), (0, 12))
+    buffer.stage(view(seq=1, student="s3"), (1, 40))
+    assert buffer.floor() == {0: 10, 1: 40}
+    in_flight = buffer.drain(1)  # s1, staged since offset 10
+    assert buffer.floor() == {0: 10, 1: 40}  # not written yet
+    buffer.landed(in_flight)
+    assert buffer.floor() == {0: 12, 1: 40}
+    buffer.landed(buffer.drain())
+    assert buffer.floor() == {}
+
+
+def test_restaged_failure_keeps_its_position_even_behind_a_newer_state() -> None:
+    buffer = FirstAttemptBuffer()
+    buffer.stage(view(seq=1), (0, 10))
+    failed = buffer.drain()
+    buffer.stage(view(seq=5), (0, 30))  # newer state staged while the write was in flight
+    buffer.restage(failed)
+    assert buffer.floor() == {0: 10}
+    assert [v.seq for v in buffer.drain()] == [5]
+
+
+def test_an_item_changed_on_two_partitions_holds_both() -> None:
+    buffer = FirstAttemptBuffer()
+    buffer.stage(view("a2", seq=3, attempt_no=2), (4, 100))
+    buffer.stage(view("a1", seq=2, attempt_no=1), (7, 50))
+    assert buffer.floor() == {4: 100, 7: 50}
+    buffer.forget_partitions({7})
+    assert buffer.floor() == {4: 100}
+    assert len(buffer) == 1  # the view itself is still written

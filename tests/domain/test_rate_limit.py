@@ -89,3 +89,12 @@ def test_buckets_are_independent() -> None:
     takes(flooder, START, 100)
 
     assert neighbour.take(START) is True
+
+
+def test_take_up_to_spends_whole_tokens_and_refills_at_the_rate() -> None:
+    bucket = TokenBucket(rate=100.0, burst=50.0, updated=START)
+
+    assert bucket.take_up_to(80, START) == 50  # the burst, not more
+    assert bucket.take_up_to(80, START + 0.1) == 10
+    assert bucket.take_up_to(3, START + 1.0) == 3  # fewer wanted than available
+    assert bucket.take_up_to(0, START + 1.0) == 0

@@ -331,3 +331,26 @@ async def test_two_instances_share_the_log_and_agree(
     assert {s.view.attempt: s for s in states} == expected
     items = {v.student: v for v in await table.scan_exam(exam)}
     assert items == {f"s{n}": expected[f"a{n}"].view for n in range(10)}
+
+
+async def test_write_budget_paces_dynamodb_and_holds_the_commit_until_written(
+    settings: CommonSettings, log: Log, snapshots: RedisSnapshotStore, table: DynamoStatusStore
+) -> None:
+    exam = unique("exam")
+    for n in range(40):
+        await log.publish(*attempt_events(exam, f"{exam}-a{n}", f"s{n}", steps=2))
+    config = service_settings(settings, dynamo_max_writes_per_s=5.0)
+    async with running(config) as service:
+        await eventually(lambda: caught_up(snapshots, log), what="Redis at the log end")
+        # Redis (what dashboards read) is current; DynamoDB gets at most 5 writes a second,
+        # and the log is not committed past a change DynamoDB does not have yet.
+        assert metric(service, "status_dynamo_writes_total", outcome="written") < 40
+        assert not await _committed_to(config, end_offsets(log.records))
+        await eventually(
+            lambda: _committed_to(config, end_offsets(log.records)),
+            timeout=30,
+            what="every item written, then committed",
+        )
+        assert metric(service, "status_dynamo_writes_total", outcome="written") == 40
+    items = {v.student: v for v in await table.scan_exam(exam)}
+    assert items == {s.view.student: s.view for s in expected_states(log.records).values()}
