@@ -47,14 +47,15 @@ class FirstAttemptBuffer:
     attempt's updates cost no write per flush. ``memo_size`` bounds the known holders.
 
     Items drain oldest first (by when they were first staged), so a partial drain (a write
-    budget) bounds how long any item waits. Each waiting or in-flight item remembers the log
+    budget) bounds how long any item waits; a submitted attempt's final state jumps the line
+    (it is what the LMS reads next). Each waiting or in-flight item remembers the log
     position of its oldest unwritten change; ``floor`` gives, per partition, the lowest of
     them: the log may be committed up to there and no further, or a restart would skip a
     change that never reached DynamoDB.
     """
 
     def __init__(self, *, memo_size: int = 100_000) -> None:
-        self._pending: dict[ItemKey, StudentView] = {}
+        self._pending: OrderedDict[ItemKey, StudentView] = OrderedDict()
         # Per item, per partition (a later attempt may sit on another one): lowest offset.
         self._since: dict[ItemKey, dict[int, int]] = {}
         self._in_flight: dict[ItemKey, dict[int, int]] = {}
@@ -82,6 +83,8 @@ class FirstAttemptBuffer:
             return False
         # Assigning an existing key keeps its place: the item stays as old as its first change.
         self._pending[key] = view
+        if view.submitted:
+            self._pending.move_to_end(key, last=False)
         if position is not None:
             _merge(self._since.setdefault(key, {}), {position[0]: position[1]})
         return True

@@ -143,3 +143,12 @@ def test_an_item_changed_on_two_partitions_holds_both() -> None:
     buffer.forget_partitions({7})
     assert buffer.floor() == {4: 100}
     assert len(buffer) == 1  # the view itself is still written
+
+
+def test_a_submitted_state_jumps_the_line() -> None:
+    buffer = FirstAttemptBuffer()
+    for student in ("s1", "s2", "s3"):
+        buffer.stage(view(seq=1, student=student), (0, 10))
+    buffer.stage(view(seq=2, student="s3").model_copy(update={"submitted": True}), (0, 20))
+    assert [(v.student, v.submitted) for v in buffer.drain(1)] == [("s3", True)]
+    assert buffer.floor() == {0: 10}  # the others still hold the log
