@@ -39,7 +39,9 @@ RESULTS = ROOT / "bench" / "results"
 
 
 def summarise(outcome: LoadOutcome) -> dict[str, Any]:
-    delivery = account(outcome.sent, outcome.receipts, outcome.watching).to_json()
+    delivery = account(
+        outcome.sent, outcome.receipts, outcome.watching, start_ms=outcome.drive_at_ms
+    ).to_json()
     sent = sum(len(seqs) for seqs in outcome.sent.values())
     window_s = (outcome.drive_end_ms - outcome.drive_at_ms) / 1000
     return {
