@@ -5,9 +5,17 @@ Start-up, in order (``RouterService.start``):
 2. the presence topic is read whole, up to the end offsets seen at this moment
    (``PresenceReader.catch_up``); no log event is routed before that, because the Faust
    app that consumes the log is only started afterwards;
-3. the Faust app starts: it joins the consumer group ``router.app_id`` on the event log,
-   and its agent routes batches (``stream.noack_take``); a background task keeps
-   applying new presence records.
+3. the log engine starts: it joins the consumer group ``router.app_id`` on the event log
+   and routes batches; a background task keeps applying new presence records.
+
+Two engines consume the log with one contract (``router.engine``): ``aiokafka`` (default,
+``services.router.plain_log``: a group consumer whose fetches the broker holds up to
+``fetch_max_wait_ms`` to fill a batch) and ``faust`` (a Faust agent taking batches with
+``stream.noack_take``). Faust's consumer thread and per-message machinery cost 3-4 times
+the CPU per event at a steady 1,000-2,000 events/s, which on a 2-core box running the whole
+stack is the difference between meeting the latency budget and not (docs/benchmarks.md).
+What follows describes the Faust engine; the plain one does the same with its own
+consumer, producer and acker.
 
 One asyncio lock orders everything that reads or changes the routing table and writes to
 the deliveries topic: routing a batch and producing its records, applying presence and
@@ -36,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -60,6 +68,7 @@ from domain.routing import (
 from services.router.batches import BatchBuilder
 from services.router.errors import DeliveryFailed, RouterError, StartupFailed, TopicMissing
 from services.router.metrics import RouterMetrics
+from services.router.plain_log import PlainLogEngine, RoutedBatch
 from services.router.presence import PresenceEntry, PresenceReader
 from services.router.settings import RouterSettings
 
@@ -71,11 +80,14 @@ _TOPIC_GONE_AFTER_S = 10.0
 
 @dataclass(frozen=True, slots=True)
 class _InFlight:
-    """A routed batch whose delivery records may not have landed yet."""
+    """A routed batch of the Faust agent and the events to ack once it landed."""
 
-    pending: list[Awaitable[Any]]
+    batch: RoutedBatch
     events: list[Any]
-    started: float
+
+
+def _always(partition: int) -> bool:
+    return True
 
 
 class _QuietMonitor(Monitor):
@@ -126,6 +138,7 @@ class RouterService:
         )
         self._admin: AIOKafkaAdminClient | None = None
         self._app: faust.App | None = None
+        self._plain: PlainLogEngine | None = None
         self._ops: web.AppRunner | None = None
         self._follow: asyncio.Task[None] | None = None
         self._caught_up = False
@@ -155,15 +168,24 @@ class RouterService:
                 await self._admin.start()
         except TimeoutError as exc:
             raise StartupFailed("Kafka admin client could not connect") from exc
-        self._app = self._build_app()
-        try:
-            async with asyncio.timeout(self._settings.kafka.request_timeout_s * 3):
-                await self._app.start()
-        except TimeoutError as exc:
-            raise StartupFailed("the Faust app did not start (Kafka unreachable?)") from exc
+        if self._opts.engine == "aiokafka":
+            self._plain = PlainLogEngine(self._settings, self)
+            await self._plain.start()
+        else:
+            self._app = self._build_app()
+            try:
+                async with asyncio.timeout(self._settings.kafka.request_timeout_s * 3):
+                    await self._app.start()
+            except TimeoutError as exc:
+                raise StartupFailed("the Faust app did not start (Kafka unreachable?)") from exc
         self._app_started = True
         self._follow = asyncio.create_task(self._follow_presence(), name="router-presence")
-        log.info("router started", group=self._opts.app_id, instance=self._opts.instance)
+        log.info(
+            "router started",
+            group=self._opts.app_id,
+            instance=self._opts.instance,
+            engine=self._opts.engine,
+        )
 
     async def stop(self) -> None:
         """Stop consuming, flush and commit, close; in reverse order of start."""
@@ -181,6 +203,10 @@ class RouterService:
             await self._app.stop()
             self._app = None
             self._app_started = False
+        if self._plain is not None:
+            await self._plain.stop()  # the same, without Faust
+            self._plain = None
+            self._app_started = False
         if self._admin is not None:
             await self._admin.close()
             self._admin = None
@@ -192,21 +218,22 @@ class RouterService:
 
     async def wait(self) -> None:
         """Return when the Faust app stops on its own; raise if the router failed."""
-        app = self._app
-        if app is None:
+        app, plain = self._app, self._plain
+        if app is not None:
+            stopped = asyncio.ensure_future(app.wait_until_stopped())
+        elif plain is not None:
+            stopped = asyncio.ensure_future(plain.wait_until_stopped())
+        else:
             raise RouterError("router not started")
         done, pending = await asyncio.wait(
-            [
-                asyncio.ensure_future(app.wait_until_stopped()),
-                asyncio.ensure_future(self._failed.wait()),
-            ],
+            [stopped, asyncio.ensure_future(self._failed.wait())],
             return_when=asyncio.FIRST_COMPLETED,
         )
         for task in pending:
             task.cancel()
         if self.failure is not None:
             raise self.failure
-        if app.crashed:
+        if app is not None and app.crashed:
             raise RouterError(f"Faust app crashed: {app.crash_reason!r}")
 
     @property
@@ -218,14 +245,14 @@ class RouterService:
         return str(host), int(port)
 
     def ready(self) -> bool:
-        app = self._app
-        return (
-            self._caught_up
-            and self._app_started
-            and app is not None
-            and not app.should_stop
-            and self.failure is None
+        app, plain = self._app, self._plain
+        running = (app is not None and not app.should_stop) or (
+            plain is not None and plain.running
         )
+        return self._caught_up and self._app_started and running and self.failure is None
+
+    def fail(self, exc: BaseException) -> None:
+        self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
         if self.failure is None:
@@ -292,13 +319,13 @@ class RouterService:
                 if self.failure is not None:
                     raise self.failure
                 try:
-                    batch = await self._route_batch(events)
+                    batch = await self.route_records([e.message for e in events], _always)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     self._fail(exc)
                     raise
-                await in_flight.put(batch)
+                await in_flight.put(_InFlight(batch, events))
         finally:
             # Let what is in flight land and be acked, so the final commit covers it.
             try:
@@ -313,11 +340,11 @@ class RouterService:
     async def _ack_batches(self, stream: Any, in_flight: asyncio.Queue[_InFlight]) -> None:
         try:
             while True:
-                batch = await in_flight.get()
-                await self._await_deliveries(batch.pending)
-                for event in batch.events:
+                routed = await in_flight.get()
+                await self._await_deliveries(routed.batch.pending)
+                for event in routed.events:
                     await stream.ack(event)
-                self.metrics.batch_seconds.observe(time.perf_counter() - batch.started)
+                self.batch_landed(routed.batch)
                 in_flight.task_done()
         except asyncio.CancelledError:
             raise
@@ -325,16 +352,25 @@ class RouterService:
             self._fail(exc)
             raise
 
-    async def _route_batch(self, events: list[Any]) -> _InFlight:
+    def batch_landed(self, batch: RoutedBatch) -> None:
+        self.metrics.batch_seconds.observe(time.perf_counter() - batch.started)
+
+    async def route_records(
+        self, records: Sequence[Any], keep: Callable[[int], bool]
+    ) -> RoutedBatch:
+        """Route log records (anything with partition, offset, value) of partitions ``keep``s."""
         started = time.perf_counter()
         builder = BatchBuilder(self._opts.max_record_bytes)
         last: dict[int, int] = {}
         bad = 0
+        routed = 0
         async with self._lock:
             targets_of = self.table.targets
-            for event in events:
-                message = event.message
+            for message in records:
                 partition, offset, raw = message.partition, message.offset, message.value
+                if not keep(partition):
+                    continue  # revoked while this batch waited for the lock
+                routed += 1
                 last[partition] = offset
                 try:
                     head = EventHead.parse(raw)
@@ -354,31 +390,41 @@ class RouterService:
             for partition, offset in last.items():
                 self.positions.routed(partition, offset)
         metrics = self.metrics
-        metrics.events.inc(len(events))
+        metrics.events.inc(routed)
         if bad:
             metrics.bad_events.inc(bad)
         for kind, count in builder.item_counts.items():
             if count:
                 metrics.items.labels(kind).inc(count)
-        metrics.batch_events.observe(len(events))
+        metrics.batch_events.observe(routed)
         self._observe_lag(last)
-        return _InFlight(pending, events, started)
+        return RoutedBatch(pending, last, started)
 
     async def _produce(self, builder: BatchBuilder) -> list[Awaitable[Any]]:
         """Append the batch's records to the producer, in order; their futures."""
-        app = self._app
-        if app is None or not builder:
+        if not builder:
             return []
-        producer = app.producer
         topic = self._settings.kafka.deliveries_topic
         pending: list[Awaitable[Any]] = []
         size = 0
-        for slot, record in builder.records():
-            pending.append(await producer.send(topic, None, record, slot, None, None))
-            size += len(record)
+        if self._plain is not None:
+            producer = self._plain.producer
+            for slot, record in builder.records():
+                pending.append(await producer.send(topic, record, partition=slot))
+                size += len(record)
+        elif self._app is not None:
+            faust_producer = self._app.producer
+            for slot, record in builder.records():
+                pending.append(await faust_producer.send(topic, None, record, slot, None, None))
+                size += len(record)
+        else:
+            return []
         self.metrics.records.inc(len(pending))
         self.metrics.record_bytes.inc(size)
         return pending
+
+    async def await_deliveries(self, pending: list[Awaitable[Any]]) -> None:
+        await self._await_deliveries(pending)
 
     async def _await_deliveries(self, pending: list[Awaitable[Any]]) -> None:
         if not pending:
@@ -397,15 +443,19 @@ class RouterService:
             raise DeliveryFailed(f"delivery record failed: {exc!r}") from exc
 
     def _observe_lag(self, last: dict[int, int]) -> None:
-        app = self._app
+        app, plain = self._app, self._plain
         now = time.monotonic()
-        if app is None or now - self._lag_observed < _LAG_EVERY_S:
+        if (app is None and plain is None) or now - self._lag_observed < _LAG_EVERY_S:
             return
         self._lag_observed = now
         topic = self._settings.kafka.events_topic
         for partition, offset in last.items():
             try:
-                highwater = app.consumer.highwater(TopicPartition(topic, partition))
+                if plain is not None:
+                    highwater = plain.highwater(partition)
+                else:
+                    assert app is not None
+                    highwater = app.consumer.highwater(TopicPartition(topic, partition))
             except Exception:  # noqa: BLE001 - a metric must never break routing
                 continue
             if highwater is not None and highwater >= 0:
@@ -417,7 +467,9 @@ class RouterService:
         # Faust signal: (app, assigned: set[TP])
         assigned: set[Any] = args[0]
         topic = self._settings.kafka.events_topic
-        mine = sorted(tp.partition for tp in assigned if tp.topic == topic)
+        await self.partitions_assigned(sorted(tp.partition for tp in assigned if tp.topic == topic))
+
+    async def partitions_assigned(self, mine: list[int]) -> None:
         self.metrics.rebalances.inc()
         try:
             starts = await self._start_offsets(mine)
@@ -446,7 +498,9 @@ class RouterService:
         # Faust signal: (app, revoked: set[TP])
         revoked: set[Any] = args[0]
         topic = self._settings.kafka.events_topic
-        gone = [tp.partition for tp in revoked if tp.topic == topic]
+        await self.partitions_revoked([tp.partition for tp in revoked if tp.topic == topic])
+
+    async def partitions_revoked(self, gone: list[int]) -> None:
         async with self._lock:
             self.positions.revoked(gone)
             self.metrics.owned_partitions.set(len(self.positions.owned))

@@ -5,7 +5,8 @@
 - ``Deliveries``: reads every slot's deliveries partition in the background, decoding each
   record with the gateway's own model (``DELIVERY_BATCH``), so a record the gateway could
   not decode fails the test.
-- ``router``: starts a ``RouterService`` with a Faust app id of its own; ``RouterRunner``
+- ``routers``: starts ``RouterService``s (on each engine, Faust and plain aiokafka) with an
+  app id of its own; ``RouterRunner``
   lets a test stop it and start another on the same consumer group (a restart).
 """
 
@@ -244,15 +245,17 @@ class Deliveries:
 class RouterRunner:
     """Starts and stops routers of one deployment (one Faust app id, one consumer group)."""
 
-    def __init__(self, settings: CommonSettings) -> None:
+    def __init__(self, settings: CommonSettings, engine: str = "faust") -> None:
         self.app_id = f"router-{uuid.uuid4().hex[:10]}"
         self._settings = settings
+        self._engine = engine
         self.current: RouterService | None = None
 
     def settings(self) -> RouterSettings:
         return RouterSettings(
             kafka=self._settings.kafka,
             router=RouterOptions(
+                engine=self._engine,
                 app_id=self.app_id,
                 ops_port=0,
                 batch_within_s=0.005,
@@ -296,8 +299,11 @@ async def deliveries(settings: CommonSettings) -> AsyncIterator[Deliveries]:
     await reader.stop()
 
 
-@pytest.fixture
-async def routers(settings: CommonSettings) -> AsyncIterator[RouterRunner]:
-    runner = RouterRunner(settings)
+@pytest.fixture(params=["faust", "aiokafka"])
+async def routers(
+    settings: CommonSettings, request: pytest.FixtureRequest
+) -> AsyncIterator[RouterRunner]:
+    """Every router test runs on both engines: the same contract, two log consumers."""
+    runner = RouterRunner(settings, engine=request.param)
     yield runner
     await runner.stop()
