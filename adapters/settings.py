@@ -61,3 +61,11 @@ class CommonSettings(BaseSettings):
     dynamo: DynamoSettings = DynamoSettings()
     log_level: str = Field(default="INFO", description="structlog level")
     log_json: bool = Field(default=False, description="JSON logs (for production collectors)")
+    gc_gen0_threshold: int = Field(
+        default=50_000,
+        ge=0,
+        description=(
+            "allocations between young garbage collections (Python's default: 700); larger"
+            " means far fewer full collections, each a stop of the event loop (adapters/gc_tuning.py)"
+        ),
+    )

@@ -7,8 +7,9 @@ import ssl
 import uvloop
 from aiohttp import web
 
+from adapters.gc_tuning import tune_gc
 from adapters.logs import configure_logging
-from services.gateway.app import create_app
+from services.gateway.app import METRICS, create_app
 from services.gateway.settings import GatewaySettings
 
 
@@ -20,8 +21,11 @@ def main() -> None:
     if options.tls_cert:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(options.tls_cert, options.tls_key)
+    app = create_app(settings)
+    pauses = app[METRICS].gc_pause_seconds
+    tune_gc(settings.gc_gen0_threshold, lambda gen, s: pauses.labels(str(gen)).observe(s))
     web.run_app(
-        create_app(settings),
+        app,
         host=options.host,
         port=options.port,
         ssl_context=ssl_context,

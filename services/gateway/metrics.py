@@ -36,6 +36,13 @@ class GatewayMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.gc_pause_seconds = Histogram(
+            "gateway_gc_pause_seconds",
+            "garbage collections: each one stops the event loop for this long",
+            ["generation"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=registry,
+        )
         self.coalesced = Counter(
             "gateway_updates_coalesced_total",
             "student rows replaced by a newer one before sending",

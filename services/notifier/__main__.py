@@ -9,6 +9,7 @@ import sys
 import structlog
 import uvloop
 
+from adapters.gc_tuning import tune_gc
 from adapters.logs import configure_logging
 from services.notifier.errors import NotifierError
 from services.notifier.runtime import Notifier
@@ -28,6 +29,7 @@ async def serve(settings: NotifierSettings) -> None:
 def main() -> None:
     settings = NotifierSettings()
     configure_logging(settings.log_level, json=settings.log_json)
+    tune_gc(settings.gc_gen0_threshold)
     try:
         uvloop.run(serve(settings))
     except NotifierError as exc:

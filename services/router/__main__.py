@@ -9,6 +9,7 @@ import signal
 import structlog
 import uvloop
 
+from adapters.gc_tuning import tune_gc
 from adapters.logs import configure_logging
 from services.router.errors import RouterError
 from services.router.service import RouterService
@@ -55,6 +56,7 @@ def _quiet_faust(level: str) -> None:
 def main() -> None:
     settings = RouterSettings()
     configure_logging(settings.log_level, json=settings.log_json)
+    tune_gc(settings.gc_gen0_threshold)
     _quiet_faust(settings.log_level)
     # A policy rather than uvloop.run: Faust's consumer runs its own loop in a thread, and
     # that loop should be uvloop too.

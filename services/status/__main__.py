@@ -8,6 +8,7 @@ import signal
 import structlog
 import uvloop
 
+from adapters.gc_tuning import tune_gc
 from adapters.logs import configure_logging
 from services.status.errors import StartupFailed
 from services.status.service import StatusService
@@ -28,6 +29,7 @@ async def _run(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    tune_gc(settings.gc_gen0_threshold)
     try:
         uvloop.run(_run(settings))
     except StartupFailed as exc:
