@@ -5,9 +5,9 @@ the service's lock, its delivery futures go to an acker task, and only offsets w
 deliveries landed are committed (every ``commit_interval_s``, on revocation and on stop).
 What it leaves out is Faust's machinery around that loop: a consumer in a second thread
 with its own event loop, a hand-off per fetch, a task and a buffer per message. At 1,000
-events/s that machinery cost 330-470 µs of CPU per event against about 60 µs here
-(``bench/router_throughput.py --rate 1000``), a third of a 2-core machine at the brief's
-2,000 events/s.
+events/s that machinery cost 529 µs of CPU per event against 180 µs here, and 317 against 105 µs at 2,000
+events/s (``bench/router_throughput.py --rate 1000|2000``): a third of a 2-core machine at
+the brief's rate, against a tenth.
 
 Rebalances: on revocation the partitions are marked gone before anything is awaited, so a
 batch that reaches the lock afterwards drops their records (their next owner routes them);

@@ -11,7 +11,7 @@ Start-up, in order (``RouterService.start``):
 Two engines consume the log with one contract (``router.engine``): ``aiokafka`` (default,
 ``services.router.plain_log``: a group consumer whose fetches the broker holds up to
 ``fetch_max_wait_ms`` to fill a batch) and ``faust`` (a Faust agent taking batches with
-``stream.noack_take``). Faust's consumer thread and per-message machinery cost 3-4 times
+``stream.noack_take``). Faust's consumer thread and per-message machinery cost about 3 times
 the CPU per event at a steady 1,000-2,000 events/s, which on a 2-core box running the whole
 stack is the difference between meeting the latency budget and not (docs/benchmarks.md).
 What follows describes the Faust engine; the plain one does the same with its own

@@ -31,8 +31,8 @@ class RouterOptions(BaseModel):
         default="aiokafka",
         description=(
             "what consumes the log: a plain aiokafka group consumer, or a Faust agent; same"
-            " batching, acking and commit contract, but Faust costs 3-4 times the CPU per"
-            " event at a steady pace (docs/benchmarks.md, 'Router engines')"
+            " batching, acking and commit contract, but Faust costs about 3 times the CPU"
+            " per event at a steady pace (docs/benchmarks.md, 'Router engines')"
         ),
     )
     fetch_min_bytes: int = Field(
