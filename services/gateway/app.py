@@ -96,7 +96,11 @@ def add_web_routes(app: web.Application, root: Path) -> None:
 
 async def _kafka_producer(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    producer = durable_producer(settings.kafka, client_id=settings.gateway.instance)
+    producer = durable_producer(
+        settings.kafka,
+        client_id=settings.gateway.instance,
+        linger_ms=settings.gateway.produce_linger_ms,
+    )
     async with asyncio.timeout(settings.kafka.request_timeout_s):
         await producer.start()
     app[PUBLISHER] = Publisher(producer, settings)

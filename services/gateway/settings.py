@@ -37,6 +37,9 @@ class GatewayOptions(BaseModel):
     send_timeout_s: float = Field(default=10.0, description="a send slower than this cuts off")
     watch_timeout_s: float = Field(default=10.0, description="bound on the snapshot handshake")
     produce_timeout_s: float = Field(default=15.0, description="bound on a produce ack")
+    produce_linger_ms: int = Field(
+        default=0, ge=0, description="how long the log producer waits to fill a request"
+    )
     presence_interval_s: float = Field(default=1.0, description="gateway heartbeat period")
     shutdown_grace_s: float = Field(default=5.0, description="drain time on shutdown")
     web_root: Path | None = Field(
