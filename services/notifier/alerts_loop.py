@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from pydantic import ValidationError
 
 from adapters.kafka_clients import group_consumer
@@ -82,8 +82,14 @@ class AlertsLoop:
             raise StartupFailed("the event log consumer did not start in time") from exc
 
     async def close(self) -> None:
-        if self._consumer is not None:
+        if self._consumer is None:
+            return
+        try:
             await self._commit_due(force=True)
+        except (KafkaError, TimeoutError) as exc:
+            # The next owner re-reads from the last commit and raises the same alert ids.
+            log.warning("final_commit_failed", error=repr(exc))
+        finally:
             await self._consumer.stop()
             self._consumer = None
 
@@ -146,12 +152,17 @@ class AlertsLoop:
             return
         if not force and now - self._committed_at < self._options.commit_interval_s:
             return
-        offsets, self._uncommitted = self._uncommitted, {}
+        assigned = consumer.assignment()
+        # A batch staged while a revocation ran may name partitions no longer ours.
+        offsets = {tp: offset for tp, offset in self._uncommitted.items() if tp in assigned}
+        self._uncommitted = {}
         self._committed_at = now
+        if not offsets:
+            return
         try:
             async with asyncio.timeout(self._kafka.request_timeout_s):
                 await consumer.commit(offsets)
-        except CommitFailedError:
+        except (CommitFailedError, IllegalStateError):
             # A rebalance took the partitions; their next owner re-reads from the last commit
             # and raises the same alert ids.
             log.warning("commit_failed_rebalance", partitions=len(offsets))
@@ -174,6 +185,7 @@ class AlertsLoop:
         self._live_from.clear()
         self._catch_up_to.clear()
         self._next.clear()
+        self._uncommitted.clear()
         if not tps:
             return
         lookback_from = self._clock() - round(self._options.alerts_lookback_s * 1000)

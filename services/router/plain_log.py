@@ -9,8 +9,11 @@ events/s that machinery cost 529 µs of CPU per event against 180 µs here, and 
 events/s (``bench/router_throughput.py --rate 1000|2000``): a third of a 2-core machine at
 the brief's rate, against a tenth.
 
-Rebalances: on revocation the partitions are marked gone before anything is awaited, so a
-batch that reaches the lock afterwards drops their records (their next owner routes them);
+Rebalances: each revocation is numbered, and each fetched batch remembers the number current
+when it was fetched; a batch that reaches the lock after its partition was revoked drops that
+partition's records (their next owner routes them), while records fetched after a partition
+came back are kept (aiokafka returns records of a new assignment before calling
+``on_partitions_assigned``);
 then in-flight batches land, their offsets are committed and the service forgets the
 partitions' positions. On assignment the service confirms every watch with the new
 positions (``WatchReady``), exactly as with Faust; a batch routed before that is fine
@@ -70,11 +73,15 @@ class PlainLogEngine:
         self._opts = settings.router
         self._topic = settings.kafka.events_topic
         self._routing = routing
-        # Revoked and not assigned again: records of these fetched earlier are not ours.
-        self._gone: set[int] = set()
+        # Partition -> number of the revocation that took it; records fetched before that
+        # number are no longer ours to route or to commit.
+        self._revocations = 0
+        self._revoked_at: dict[int, int] = {}
         self._ackable: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
-        self._in_flight: asyncio.Queue[RoutedBatch] = asyncio.Queue(self._opts.batches_in_flight)
+        self._in_flight: asyncio.Queue[tuple[RoutedBatch, int]] = asyncio.Queue(
+            self._opts.batches_in_flight
+        )
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         kafka = settings.kafka
@@ -96,8 +103,6 @@ class PlainLogEngine:
             fetch_max_wait_ms=self._opts.fetch_max_wait_ms,
             fetch_min_bytes=self._opts.fetch_min_bytes,
         )
-        self._consumer_started = False
-        self._producer_started = False
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -106,11 +111,10 @@ class PlainLogEngine:
         try:
             async with asyncio.timeout(timeout):
                 await self.producer.start()
-                self._producer_started = True
                 self.consumer.subscribe([self._topic], listener=_Listener(self))
                 await self.consumer.start()
-                self._consumer_started = True
         except (KafkaError, OSError, TimeoutError) as exc:
+            # stop() closes whatever half-started (both clients tolerate it).
             raise StartupFailed(f"Kafka at {self._settings.kafka.bootstrap}: {exc!r}") from exc
         self._tasks = [
             asyncio.create_task(self._route_loop(), name="router-route"),
@@ -134,12 +138,9 @@ class PlainLogEngine:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        if self._consumer_started:
-            await self.consumer.stop()
-            self._consumer_started = False
-        if self._producer_started:
-            await self.producer.stop()  # flushes what is queued
-            self._producer_started = False
+        # Both clients stop cleanly whether or not they started (closed once).
+        await self.consumer.stop()
+        await self.producer.stop()  # flushes what is queued
 
     async def wait_until_stopped(self) -> None:
         await self._stopping.wait()
@@ -147,6 +148,9 @@ class PlainLogEngine:
     @property
     def running(self) -> bool:
         return bool(self._tasks) and not self._stopping.is_set()
+
+    def fail(self, exc: BaseException) -> None:
+        self._routing.fail(exc)
 
     def highwater(self, partition: int) -> int | None:
         highwater: int | None = self.consumer.highwater(TopicPartition(self._topic, partition))
@@ -163,8 +167,11 @@ class PlainLogEngine:
                 records = [record for batch in fetched.values() for record in batch]
                 if not records:
                     continue
-                batch = await self._routing.route_records(records, self._still_ours)
-                await self._in_flight.put(batch)
+                fetched_at = self._revocations
+                batch = await self._routing.route_records(
+                    records, lambda partition: self._still_ours(partition, fetched_at)
+                )
+                await self._in_flight.put((batch, fetched_at))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -174,12 +181,13 @@ class PlainLogEngine:
     async def _ack_loop(self) -> None:
         try:
             while True:
-                batch = await self._in_flight.get()
+                batch, fetched_at = await self._in_flight.get()
                 try:
                     await self._routing.await_deliveries(batch.pending)
                     for partition, offset in batch.last_offsets.items():
-                        # Committed only while assigned (see _commit).
-                        self._ackable[TopicPartition(self._topic, partition)] = offset + 1
+                        if self._still_ours(partition, fetched_at):
+                            tp = TopicPartition(self._topic, partition)
+                            self._ackable[tp] = max(self._ackable.get(tp, -1), offset + 1)
                     self._routing.batch_landed(batch)
                 finally:
                     self._in_flight.task_done()
@@ -190,20 +198,26 @@ class PlainLogEngine:
             raise
 
     async def _commit_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._opts.commit_interval_s)
-            try:
-                await self._commit()
-            except (KafkaError, TimeoutError) as exc:
-                # The next round retries; a restart re-routes at most what is uncommitted.
-                log.warning("offset commit failed", error=repr(exc))
+        try:
+            while True:
+                await asyncio.sleep(self._opts.commit_interval_s)
+                try:
+                    await self._commit()
+                except (KafkaError, TimeoutError) as exc:
+                    # The next round retries; a restart re-routes at most what is uncommitted.
+                    log.warning("offset commit failed", error=repr(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._routing.fail(exc)
+            raise
 
     async def _drain_in_flight(self) -> None:
         if self._tasks and not self._tasks[1].done():
             await self._in_flight.join()
 
-    def _still_ours(self, partition: int) -> bool:
-        return partition not in self._gone
+    def _still_ours(self, partition: int, fetched_at: int) -> bool:
+        return self._revoked_at.get(partition, -1) <= fetched_at
 
     async def _commit(self) -> None:
         assigned = self.consumer.assignment()
@@ -220,7 +234,9 @@ class PlainLogEngine:
         except CommitFailedError:
             log.warning("commit refused: partitions moved", partitions=len(offsets))
             return
-        self._committed.update(offsets)
+        for tp, offset in offsets.items():
+            # A slow retry must not move the commit back below a newer one.
+            self._committed[tp] = max(self._committed.get(tp, -1), offset)
 
     # -- rebalances -------------------------------------------------------------------------
 
@@ -228,9 +244,11 @@ class PlainLogEngine:
         gone = sorted(tp.partition for tp in revoked if tp.topic == self._topic)
         if not gone:
             return
-        # No batch may route them from here on; what was routed lands and is committed
-        # (the consumer still holds them while this runs).
-        self._gone.update(gone)
+        # No batch fetched before this may route them from here on; what was routed lands and
+        # is committed (the consumer still holds them while this runs).
+        self._revocations += 1
+        for partition in gone:
+            self._revoked_at[partition] = self._revocations
         try:
             async with asyncio.timeout(self._opts.delivery_timeout_s):
                 await self._drain_in_flight()
@@ -246,7 +264,6 @@ class PlainLogEngine:
 
     async def _assigned(self, assigned: set[TopicPartition]) -> None:
         mine = sorted(tp.partition for tp in assigned if tp.topic == self._topic)
-        self._gone.difference_update(mine)
         for partition in mine:
             # Whatever we knew of them is older than the group's committed offset now.
             tp = TopicPartition(self._topic, partition)
@@ -259,8 +276,22 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, engine: PlainLogEngine) -> None:
         self._engine = engine
 
+    # aiokafka only logs what a listener raises and carries on: the router must stop instead
+    # (a WatchReady that never lands would leave gateways waiting for ever).
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._engine._revoked(revoked)  # noqa: SLF001 - the engine's own listener
+        try:
+            await self._engine._revoked(revoked)  # noqa: SLF001 - the engine's own listener
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._engine.fail(exc)
+            raise
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._engine._assigned(assigned)  # noqa: SLF001
+        try:
+            await self._engine._assigned(assigned)  # noqa: SLF001
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._engine.fail(exc)
+            raise

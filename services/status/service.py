@@ -234,7 +234,9 @@ class StatusService:
         self._cache.trim()
         self.metrics.cached_states.set(len(self._cache))
         self.metrics.dynamo_pending.set(len(self._buffer))
-        if len(self._buffer) >= self._cfg.flush_max_items:
+        # Under a write budget an early flush could only write what the budget allows, and
+        # would run the commit bookkeeping once per batch: the interval paces it instead.
+        if self._write_budget is None and len(self._buffer) >= self._cfg.flush_max_items:
             self._flush_wanted.set()
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
