@@ -112,6 +112,9 @@ class FirstAttemptBuffer:
         for view in views:
             key = item_key(view)
             since = self._in_flight.pop(key, None)
+            holder = self._holders.get(key)
+            if holder is not None and not supersedes(view, holder):
+                continue  # it landed (or lost) before the flush was cut short: settled
             self._offer(view, None)
             if since is not None:
                 # Kept even when a newer state won: that older change is still not written.

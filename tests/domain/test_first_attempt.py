@@ -152,3 +152,13 @@ def test_a_submitted_state_jumps_the_line() -> None:
     buffer.stage(view(seq=2, student="s3").model_copy(update={"submitted": True}), (0, 20))
     assert [(v.student, v.submitted) for v in buffer.drain(1)] == [("s3", True)]
     assert buffer.floor() == {0: 10}  # the others still hold the log
+
+
+def test_restage_of_a_write_that_already_landed_releases_its_position() -> None:
+    buffer = FirstAttemptBuffer()
+    buffer.stage(view(seq=3), (0, 10))
+    in_flight = buffer.drain()
+    buffer.note_holder(view(seq=3))  # the store answered before the flush was cancelled
+    buffer.restage(in_flight)
+    assert buffer.floor() == {}
+    assert len(buffer) == 0
