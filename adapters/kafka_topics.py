@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -45,8 +47,9 @@ def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
     ]
 
 
-async def ensure_topics(kafka: KafkaSettings) -> list[str]:
-    """Create missing topics; return the names created. Existing topics are left as they are."""
+@asynccontextmanager
+async def _admin(kafka: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
+    """An admin client, started and closed, with its work bounded like its start."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=kafka.bootstrap, request_timeout_ms=int(kafka.request_timeout_s * 1000)
     )
@@ -54,40 +57,38 @@ async def ensure_topics(kafka: KafkaSettings) -> list[str]:
         await admin.start()
     try:
         async with asyncio.timeout(kafka.request_timeout_s * 3):
-            existing = set(await admin.list_topics())
-            missing = [spec for spec in topic_specs(kafka) if spec.name not in existing]
-            for spec in missing:
-                try:
-                    await admin.create_topics(
-                        [
-                            NewTopic(
-                                spec.name,
-                                spec.partitions,
-                                kafka.replication_factor,
-                                topic_configs=spec.config,
-                            )
-                        ]
-                    )
-                except TopicAlreadyExistsError:
-                    pass
-        return [spec.name for spec in missing]
+            yield admin
     finally:
         await admin.close()
+
+
+async def ensure_topics(kafka: KafkaSettings) -> list[str]:
+    """Create missing topics; return the names created. Existing topics are left as they are."""
+    async with _admin(kafka) as admin:
+        existing = set(await admin.list_topics())
+        missing = [spec for spec in topic_specs(kafka) if spec.name not in existing]
+        for spec in missing:
+            try:
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            spec.name,
+                            spec.partitions,
+                            kafka.replication_factor,
+                            topic_configs=spec.config,
+                        )
+                    ]
+                )
+            except TopicAlreadyExistsError:
+                pass
+    return [spec.name for spec in missing]
 
 
 async def delete_topics(kafka: KafkaSettings) -> None:
     """Delete the four topics these settings name (tests and benchmarks clean up after
     themselves: thousands of leftover partitions slow a single broker down)."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=kafka.bootstrap, request_timeout_ms=int(kafka.request_timeout_s * 1000)
-    )
-    async with asyncio.timeout(kafka.request_timeout_s * 3):
-        await admin.start()
-    try:
-        async with asyncio.timeout(kafka.request_timeout_s * 3):
-            existing = set(await admin.list_topics())
-            doomed = [spec.name for spec in topic_specs(kafka) if spec.name in existing]
-            if doomed:
-                await admin.delete_topics(doomed)
-    finally:
-        await admin.close()
+    async with _admin(kafka) as admin:
+        existing = set(await admin.list_topics())
+        doomed = [spec.name for spec in topic_specs(kafka) if spec.name in existing]
+        if doomed:
+            await admin.delete_topics(doomed)

@@ -7,6 +7,8 @@ settings extend ``CommonSettings`` in the service's own ``settings.py``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -30,6 +32,15 @@ class KafkaSettings(BaseModel):
         default=1, ge=1, description="replicas per topic partition when topics are created"
     )
     request_timeout_s: float = Field(default=10.0, description="bound on any single Kafka call")
+
+    @classmethod
+    def for_run(cls, run: str, **fields: Any) -> KafkaSettings:
+        """Topics of their own for one test, benchmark or isolated run: ``<run>.events`` etc."""
+        names = {
+            f"{topic}_topic": f"{run}.{topic}"
+            for topic in ("events", "presence", "heartbeats", "deliveries")
+        }
+        return cls(**(names | fields))
 
 
 class RedisSettings(BaseModel):

@@ -100,10 +100,8 @@ async def main() -> None:
 
     base = CommonSettings()
     run_id = f"bench-audit-{uuid.uuid4().hex[:8]}"
-    kafka = KafkaSettings(
-        bootstrap=base.kafka.bootstrap, events_topic=f"{run_id}.events",
-        presence_topic=f"{run_id}.presence", heartbeats_topic=f"{run_id}.heartbeats",
-        deliveries_topic=f"{run_id}.deliveries", events_partitions=args.partitions,
+    kafka = KafkaSettings.for_run(
+        run_id, bootstrap=base.kafka.bootstrap, events_partitions=args.partitions,
         deliveries_partitions=1,
     )
     await ensure_topics(kafka)

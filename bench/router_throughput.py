@@ -319,12 +319,9 @@ class DeliveryReader:
 async def run(args: argparse.Namespace) -> dict[str, object]:
     rng = random.Random(args.seed)
     run_id = uuid.uuid4().hex[:8]
-    kafka = KafkaSettings(
+    kafka = KafkaSettings.for_run(
+        f"routerbench-{run_id}",
         bootstrap=args.bootstrap,
-        events_topic=f"routerbench-{run_id}.events",
-        presence_topic=f"routerbench-{run_id}.presence",
-        heartbeats_topic=f"routerbench-{run_id}.heartbeats",
-        deliveries_topic=f"routerbench-{run_id}.deliveries",
         events_partitions=args.partitions,
         deliveries_partitions=args.slots,
     )

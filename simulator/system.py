@@ -41,13 +41,7 @@ async def bench_system(
 ) -> AsyncIterator[Cluster]:
     run_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
     base = CommonSettings()
-    kafka = KafkaSettings(
-        bootstrap=base.kafka.bootstrap,
-        events_topic=f"{run_id}.events",
-        presence_topic=f"{run_id}.presence",
-        heartbeats_topic=f"{run_id}.heartbeats",
-        deliveries_topic=f"{run_id}.deliveries",
-    )
+    kafka = KafkaSettings.for_run(run_id, bootstrap=base.kafka.bootstrap)
     await ensure_topics(kafka)
     env = {
         **isolated_env(run_id, kafka, secret=SECRET),

@@ -71,14 +71,8 @@ def unique(prefix: str) -> str:
 async def settings(infra: CommonSettings) -> AsyncIterator[CommonSettings]:
     """Settings naming fresh topics, Redis keys and DynamoDB table for this test alone."""
     run = unique("t")
-    kafka = KafkaSettings(
-        bootstrap=infra.kafka.bootstrap,
-        events_topic=f"{run}.events",
-        presence_topic=f"{run}.presence",
-        heartbeats_topic=f"{run}.heartbeats",
-        deliveries_topic=f"{run}.deliveries",
-        events_partitions=4,
-        deliveries_partitions=4,
+    kafka = KafkaSettings.for_run(
+        run, bootstrap=infra.kafka.bootstrap, events_partitions=4, deliveries_partitions=4
     )
     await ensure_topics(kafka)
     yield CommonSettings(

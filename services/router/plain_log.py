@@ -117,9 +117,9 @@ class PlainLogEngine:
             # stop() closes whatever half-started (both clients tolerate it).
             raise StartupFailed(f"Kafka at {self._settings.kafka.bootstrap}: {exc!r}") from exc
         self._tasks = [
-            asyncio.create_task(self._route_loop(), name="router-route"),
-            asyncio.create_task(self._ack_loop(), name="router-acker"),
-            asyncio.create_task(self._commit_loop(), name="router-commit"),
+            asyncio.create_task(self._reporting(self._route_loop()), name="router-route"),
+            asyncio.create_task(self._reporting(self._ack_loop()), name="router-acker"),
+            asyncio.create_task(self._reporting(self._commit_loop()), name="router-commit"),
         ]
 
     async def stop(self) -> None:
@@ -149,68 +149,58 @@ class PlainLogEngine:
     def running(self) -> bool:
         return bool(self._tasks) and not self._stopping.is_set()
 
-    def fail(self, exc: BaseException) -> None:
-        self._routing.fail(exc)
-
     def highwater(self, partition: int) -> int | None:
         highwater: int | None = self.consumer.highwater(TopicPartition(self._topic, partition))
         return highwater
 
     # -- loops ------------------------------------------------------------------------------
 
-    async def _route_loop(self) -> None:
+    async def _reporting(self, work: Awaitable[None]) -> None:
+        """Any error of a loop or rebalance callback stops the router; unreported, a loop would
+        die unseen and aiokafka only logs what a listener raises."""
         try:
-            while not self._stopping.is_set():
-                fetched = await self.consumer.getmany(
-                    timeout_ms=_POLL_MS, max_records=self._opts.batch_max_events
-                )
-                records = [record for batch in fetched.values() for record in batch]
-                if not records:
-                    continue
-                fetched_at = self._revocations
-                batch = await self._routing.route_records(
-                    records, lambda partition: self._still_ours(partition, fetched_at)
-                )
-                await self._in_flight.put((batch, fetched_at))
+            await work
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self._routing.fail(exc)
             raise
+
+    async def _route_loop(self) -> None:
+        while not self._stopping.is_set():
+            fetched = await self.consumer.getmany(
+                timeout_ms=_POLL_MS, max_records=self._opts.batch_max_events
+            )
+            records = [record for batch in fetched.values() for record in batch]
+            if not records:
+                continue
+            fetched_at = self._revocations
+            batch = await self._routing.route_records(
+                records, lambda partition: self._still_ours(partition, fetched_at)
+            )
+            await self._in_flight.put((batch, fetched_at))
 
     async def _ack_loop(self) -> None:
-        try:
-            while True:
-                batch, fetched_at = await self._in_flight.get()
-                try:
-                    await self._routing.await_deliveries(batch.pending)
-                    for partition, offset in batch.last_offsets.items():
-                        if self._still_ours(partition, fetched_at):
-                            tp = TopicPartition(self._topic, partition)
-                            self._ackable[tp] = max(self._ackable.get(tp, -1), offset + 1)
-                    self._routing.batch_landed(batch)
-                finally:
-                    self._in_flight.task_done()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._routing.fail(exc)
-            raise
+        while True:
+            batch, fetched_at = await self._in_flight.get()
+            try:
+                await self._routing.await_deliveries(batch.pending)
+                for partition, offset in batch.last_offsets.items():
+                    if self._still_ours(partition, fetched_at):
+                        tp = TopicPartition(self._topic, partition)
+                        self._ackable[tp] = max(self._ackable.get(tp, -1), offset + 1)
+                self._routing.batch_landed(batch)
+            finally:
+                self._in_flight.task_done()
 
     async def _commit_loop(self) -> None:
-        try:
-            while True:
-                await asyncio.sleep(self._opts.commit_interval_s)
-                try:
-                    await self._commit()
-                except (KafkaError, TimeoutError) as exc:
-                    # The next round retries; a restart re-routes at most what is uncommitted.
-                    log.warning("offset commit failed", error=repr(exc))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._routing.fail(exc)
-            raise
+        while True:
+            await asyncio.sleep(self._opts.commit_interval_s)
+            try:
+                await self._commit()
+            except (KafkaError, TimeoutError) as exc:
+                # The next round retries; a restart re-routes at most what is uncommitted.
+                log.warning("offset commit failed", error=repr(exc))
 
     async def _drain_in_flight(self) -> None:
         if self._tasks and not self._tasks[1].done():
@@ -276,22 +266,12 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, engine: PlainLogEngine) -> None:
         self._engine = engine
 
-    # aiokafka only logs what a listener raises and carries on: the router must stop instead
-    # (a WatchReady that never lands would leave gateways waiting for ever).
+    # A failing callback must stop the router: a WatchReady that never lands would leave
+    # gateways waiting for ever.
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        try:
-            await self._engine._revoked(revoked)  # noqa: SLF001 - the engine's own listener
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._engine.fail(exc)
-            raise
+        engine = self._engine
+        await engine._reporting(engine._revoked(revoked))  # noqa: SLF001 - its own listener
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        try:
-            await self._engine._assigned(assigned)  # noqa: SLF001
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._engine.fail(exc)
-            raise
+        engine = self._engine
+        await engine._reporting(engine._assigned(assigned))  # noqa: SLF001

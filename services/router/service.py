@@ -252,9 +252,6 @@ class RouterService:
         return self._caught_up and self._app_started and running and self.failure is None
 
     def fail(self, exc: BaseException) -> None:
-        self._fail(exc)
-
-    def _fail(self, exc: BaseException) -> None:
         if self.failure is None:
             self.failure = exc
             log.error("router failed", error=repr(exc))
@@ -323,7 +320,7 @@ class RouterService:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    self._fail(exc)
+                    self.fail(exc)
                     raise
                 await in_flight.put(_InFlight(batch, events))
         finally:
@@ -341,7 +338,7 @@ class RouterService:
         try:
             while True:
                 routed = await in_flight.get()
-                await self._await_deliveries(routed.batch.pending)
+                await self.await_deliveries(routed.batch.pending)
                 for event in routed.events:
                     await stream.ack(event)
                 self.batch_landed(routed.batch)
@@ -349,7 +346,7 @@ class RouterService:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._fail(exc)
+            self.fail(exc)
             raise
 
     def batch_landed(self, batch: RoutedBatch) -> None:
@@ -405,28 +402,23 @@ class RouterService:
         if not builder:
             return []
         topic = self._settings.kafka.deliveries_topic
+        plain, app = self._plain, self._app
+        if plain is None and app is None:
+            return []
         pending: list[Awaitable[Any]] = []
         size = 0
-        if self._plain is not None:
-            producer = self._plain.producer
-            for slot, record in builder.records():
-                pending.append(await producer.send(topic, record, partition=slot))
-                size += len(record)
-        elif self._app is not None:
-            faust_producer = self._app.producer
-            for slot, record in builder.records():
-                pending.append(await faust_producer.send(topic, None, record, slot, None, None))
-                size += len(record)
-        else:
-            return []
+        for slot, record in builder.records():
+            # Both engines' producers are aiokafka underneath; only the call differs.
+            if plain is not None:
+                pending.append(await plain.producer.send(topic, record, partition=slot))
+            elif app is not None:
+                pending.append(await app.producer.send(topic, None, record, slot, None, None))
+            size += len(record)
         self.metrics.records.inc(len(pending))
         self.metrics.record_bytes.inc(size)
         return pending
 
     async def await_deliveries(self, pending: list[Awaitable[Any]]) -> None:
-        await self._await_deliveries(pending)
-
-    async def _await_deliveries(self, pending: list[Awaitable[Any]]) -> None:
         if not pending:
             return
         try:
@@ -474,7 +466,7 @@ class RouterService:
         try:
             starts = await self._start_offsets(mine)
         except Exception as exc:
-            self._fail(StartupFailed(f"cannot read start offsets of {mine}: {exc!r}"))
+            self.fail(StartupFailed(f"cannot read start offsets of {mine}: {exc!r}"))
             raise
         async with self._lock:
             self.positions.assigned(starts)
@@ -492,7 +484,7 @@ class RouterService:
             positions=positions,
             watches_confirmed=builder.item_counts["watch_ready"],
         )
-        await self._await_deliveries(pending)
+        await self.await_deliveries(pending)
 
     async def _on_revoked(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Faust signal: (app, revoked: set[TP])
@@ -565,7 +557,7 @@ class RouterService:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._fail(exc)
+            self.fail(exc)
             raise
 
     async def _apply_live(self, entries: Sequence[PresenceEntry]) -> None:
@@ -580,4 +572,4 @@ class RouterService:
             pending = await self._produce(builder)
         if builder:
             self.metrics.watch_ready.inc(builder.item_counts["watch_ready"])
-        await self._await_deliveries(pending)
+        await self.await_deliveries(pending)

@@ -40,14 +40,8 @@ async def target(infra: CommonSettings) -> AsyncIterator[CommonSettings]:
     """Names no one else uses; everything the script creates is removed afterwards."""
     run = unique("deploy")
     settings = CommonSettings(
-        kafka=KafkaSettings(
-            bootstrap=infra.kafka.bootstrap,
-            events_topic=f"{run}.events",
-            presence_topic=f"{run}.presence",
-            heartbeats_topic=f"{run}.heartbeats",
-            deliveries_topic=f"{run}.deliveries",
-            events_partitions=3,
-            deliveries_partitions=5,
+        kafka=KafkaSettings.for_run(
+            run, bootstrap=infra.kafka.bootstrap, events_partitions=3, deliveries_partitions=5
         ),
         dynamo=DynamoSettings(endpoint=infra.dynamo.endpoint, table=f"{run}-first-attempts"),
     )

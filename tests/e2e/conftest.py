@@ -67,12 +67,9 @@ class System:
 async def start_system(tmp_path: Path, infra: CommonSettings) -> tuple[Cluster, CommonSettings]:
     run = f"e2e-{uuid.uuid4().hex[:10]}"
     settings = CommonSettings(
-        kafka=KafkaSettings(
+        kafka=KafkaSettings.for_run(
+            run,
             bootstrap=infra.kafka.bootstrap,
-            events_topic=f"{run}.events",
-            presence_topic=f"{run}.presence",
-            heartbeats_topic=f"{run}.heartbeats",
-            deliveries_topic=f"{run}.deliveries",
             events_partitions=LOG_PARTITIONS,
             deliveries_partitions=4,
         ),
