@@ -13,12 +13,48 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
 SCHEMA_VERSION: Literal[1] = 1
 
+# Every number in an event must survive every store and reader: DynamoDB (38 significant
+# digits, magnitudes 1e-130..1e126), JSON readers in JavaScript (integers exact only up to
+# 2**53 - 1) and Python. A value one store refuses would be acknowledged, logged and then
+# rejected by that view forever, so the bounds are enforced where events are built.
+MAX_SAFE_INT = 2**53 - 1
+MAX_EPOCH_MS = 100_000_000_000_000  # year 5138; leaves room for deadline arithmetic in views
+MAX_QUESTIONS = 100_000  # question numbers and counts
+MAX_REMAINING_S = 366 * 24 * 3600
+MAX_SCORE = 1_000_000_000.0
+MIN_NONZERO_SCORE = 0.000_001  # below this a score is noise, and near 1e-130 DynamoDB refuses it
+MAX_ATTEMPT_NO = 10_000
+MAX_GATEWAY_SLOT = 65_535
+
+
+def _storable_score(value: float) -> float:
+    if 0 < value < MIN_NONZERO_SCORE:
+        raise ValueError(f"a score must be 0 or at least {MIN_NONZERO_SCORE}")
+    return value
+
+
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@\-]+$")]
 EpochMs = Annotated[int, Field(ge=0, description="Unix time in milliseconds")]
+LogTime = Annotated[
+    int, Field(ge=0, le=MAX_EPOCH_MS, description="Unix time in milliseconds (before year 5138)")
+]
+Seq = Annotated[int, Field(ge=1, le=MAX_SAFE_INT)]
+Count = Annotated[int, Field(ge=0, le=MAX_QUESTIONS)]
+RemainingS = Annotated[int, Field(ge=0, le=MAX_REMAINING_S)]
+Score = Annotated[
+    float,
+    Field(
+        ge=0,
+        le=MAX_SCORE,
+        allow_inf_nan=False,
+        json_schema_extra={"not": {"exclusiveMinimum": 0, "exclusiveMaximum": MIN_NONZERO_SCORE}},
+    ),
+    AfterValidator(_storable_score),
+]
 Text = Annotated[str, Field(min_length=1, max_length=2000)]
 
 
@@ -31,7 +67,9 @@ class EventSource(_Frozen):
 
     kind: Literal["student", "proctor", "notifier", "gateway"]
     id: Id = Field(description="student id, proctor id, or service instance id")
-    gateway: int | None = Field(default=None, description="gateway slot that received it")
+    gateway: int | None = Field(
+        default=None, ge=0, le=MAX_GATEWAY_SLOT, description="gateway slot that received it"
+    )
 
 
 class _Event(_Frozen):
@@ -40,10 +78,10 @@ class _Event(_Frozen):
     exam: Id
     attempt: Id | None = Field(default=None, description="attempt id; null for exam-wide events")
     student: Id | None = None
-    ts: EpochMs = Field(description="server time when the gateway or service wrote it")
-    client_ts: EpochMs | None = Field(default=None, description="client clock, if sent")
-    client_seq: int | None = Field(
-        default=None, ge=1, description="student client's own counter, for stale-update checks"
+    ts: LogTime = Field(description="server time when the gateway or service wrote it")
+    client_ts: LogTime | None = Field(default=None, description="client clock, if sent")
+    client_seq: Seq | None = Field(
+        default=None, description="student client's own counter, for stale-update checks"
     )
     source: EventSource
 
@@ -54,10 +92,10 @@ class _Event(_Frozen):
 class StudentConnected(_Event):
     type: Literal["student.connected"] = "student.connected"
     name: str = Field(default="", max_length=200)
-    attempt_no: int = Field(default=1, ge=1)
-    time_end: EpochMs | None = Field(default=None, description="attempt deadline from the token")
+    attempt_no: int = Field(default=1, ge=1, le=MAX_ATTEMPT_NO)
+    time_end: LogTime | None = Field(default=None, description="attempt deadline from the token")
     conn: Id
-    gateway: int = Field(ge=0)
+    gateway: int = Field(ge=0, le=MAX_GATEWAY_SLOT)
 
 
 class StudentStatus(_Event):
@@ -67,21 +105,21 @@ class StudentStatus(_Event):
 
 class StudentProgress(_Event):
     type: Literal["student.progress"] = "student.progress"
-    question_current: int | None = Field(default=None, ge=0)
-    answered: int = Field(ge=0)
-    total: int = Field(ge=0)
-    time_remaining_s: int | None = Field(default=None, ge=0)
+    question_current: Count | None = None
+    answered: Count
+    total: Count
+    time_remaining_s: RemainingS | None = None
 
 
 class StudentAnswer(_Event):
     type: Literal["student.answer"] = "student.answer"
-    question: int = Field(ge=0)
+    question: Count
     answer: str = Field(max_length=4000)
 
 
 class StudentSubmitted(_Event):
     type: Literal["student.submitted"] = "student.submitted"
-    score: float | None = None
+    score: Score | None = None
 
 
 OfflineReason = Literal["closed", "heartbeat_timeout", "gateway_lost"]
@@ -90,12 +128,12 @@ OfflineReason = Literal["closed", "heartbeat_timeout", "gateway_lost"]
 class StudentOffline(_Event):
     type: Literal["student.offline"] = "student.offline"
     reason: OfflineReason
-    since: EpochMs = Field(description="when the student was last seen")
+    since: LogTime = Field(description="when the student was last seen")
 
 
 class StudentBackOnline(_Event):
     type: Literal["student.back_online"] = "student.back_online"
-    offline_ms: int = Field(ge=0)
+    offline_ms: int = Field(ge=0, le=MAX_SAFE_INT)
     reason: OfflineReason = Field(description="why the student had been offline")
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from schemas.events import EpochMs, ExamEvent, Id, Text
+from schemas.events import Count, EpochMs, ExamEvent, Id, LogTime, RemainingS, Score, Seq, Text
 from schemas.views import StudentView
 
 PROTOCOL_VERSION: Literal[1] = 1
@@ -22,10 +22,16 @@ class _Frame(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _StudentEventFrame(_Frame):
+class _ClientFrame(_Frame):
+    # Strict: "5", true and 1.0 are not the integer 5. Coercing them would acknowledge a
+    # frame whose meaning the client did not state.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class _StudentEventFrame(_ClientFrame):
     id: Id = Field(description="client-chosen, unique per attempt; reused on resend")
-    seq: int = Field(ge=1, description="client counter, increasing per attempt")
-    ts: EpochMs | None = Field(default=None, description="client clock")
+    seq: Seq = Field(description="client counter, increasing per attempt; at most 2**53 - 1")
+    ts: LogTime | None = Field(default=None, description="client clock")
 
 
 # -- student -> server ---------------------------------------------------------------------
@@ -38,41 +44,44 @@ class StatusFrame(_StudentEventFrame):
 
 class ProgressFrame(_StudentEventFrame):
     type: Literal["progress"]
-    question_current: int | None = Field(default=None, ge=0)
-    answered: int = Field(ge=0)
-    total: int = Field(ge=0)
-    time_remaining_s: int | None = Field(default=None, ge=0)
+    question_current: Count | None = None
+    answered: Count
+    total: Count
+    time_remaining_s: RemainingS | None = Field(
+        default=None,
+        description="the page's remaining time; used only when the token carries no deadline",
+    )
 
 
 class AnswerFrame(_StudentEventFrame):
     type: Literal["answer"]
-    question: int = Field(ge=0)
+    question: Count
     answer: str = Field(max_length=4000)
 
 
 class SubmitFrame(_StudentEventFrame):
     type: Literal["submit"]
-    score: float | None = None
+    score: Score | None = None
 
 
-class HeartbeatFrame(_Frame):
+class HeartbeatFrame(_ClientFrame):
     type: Literal["heartbeat"]
 
 
 # -- proctor -> server ---------------------------------------------------------------------
 
 
-class SubscribeFrame(_Frame):
+class SubscribeFrame(_ClientFrame):
     type: Literal["subscribe"]
     exam: Id
 
 
-class UnsubscribeFrame(_Frame):
+class UnsubscribeFrame(_ClientFrame):
     type: Literal["unsubscribe"]
     exam: Id
 
 
-class _CommandFrame(_Frame):
+class _CommandFrame(_ClientFrame):
     id: Id = Field(description="client-chosen command id; becomes the event id")
     exam: Id
 
@@ -171,8 +180,10 @@ ErrorCode = Literal[
     "not_allowed",
     "forbidden",
     "unknown_attempt",
+    "id_reused",
     "frame_too_large",
     "rate_limited",
+    "too_many_connects",
     "unavailable",
     "snapshot_timeout",
     "slow_consumer",

@@ -266,3 +266,35 @@ def test_bad_json_is_a_validation_error() -> None:
     with pytest.raises(ValidationError) as caught:
         decode_event(b"{not json")
     assert caught.value.errors()[0]["type"] == "json_invalid"
+
+
+@pytest.mark.parametrize(
+    ("record", "where"),
+    [
+        ({"type": "student.submitted", "score": 1e308}, "student.submitted.score"),
+        ({"type": "student.submitted", "score": 1e-200}, "student.submitted.score"),
+        ({"type": "student.progress", "answered": 1, "total": 10**6}, "student.progress.total"),
+        ({"type": "student.answer", "question": 10**6, "answer": "a"}, "student.answer.question"),
+        (
+            {"type": "student.back_online", "offline_ms": 2**53, "reason": "closed"},
+            "student.back_online.offline_ms",
+        ),
+        (
+            {"type": "student.connected", "conn": "c1", "gateway": 1, "time_end": 10**15},
+            "student.connected.time_end",
+        ),
+    ],
+)
+def test_numbers_a_view_cannot_store_are_refused(record: dict[str, Any], where: str) -> None:
+    base = valid_status()
+    del base["status"]
+    locations = [loc for loc, _ in errors_of({**base, **record})]
+
+    assert locations == [where]
+
+
+def test_client_seq_and_times_stay_javascript_safe() -> None:
+    assert [loc for loc, _ in errors_of(valid_status(client_seq=2**53))] == [
+        "student.status.client_seq"
+    ]
+    assert [loc for loc, _ in errors_of(valid_status(ts=10**15))] == ["student.status.ts"]

@@ -244,3 +244,65 @@ def test_welcome_announces_protocol_version_one() -> None:
     welcome = server_samples()[0]
 
     assert orjson.loads(welcome.model_dump_json())["v"] == 1
+
+
+# -- storable numbers and strict types (issue 9) ---------------------------------------------
+
+MAX_SAFE = 2**53 - 1
+
+
+@pytest.mark.parametrize(
+    ("frame_type", "changes", "where", "error"),
+    [
+        ("status", {"seq": "5"}, "seq", "int_type"),
+        ("status", {"seq": True}, "seq", "int_type"),
+        ("status", {"seq": 1.0}, "seq", "int_type"),
+        ("status", {"seq": 2**63}, "seq", "less_than_equal"),
+        ("status", {"seq": MAX_SAFE + 1}, "seq", "less_than_equal"),
+        ("status", {"ts": 10**17}, "ts", "less_than_equal"),
+        ("status", {"ts": "5"}, "ts", "int_type"),
+        ("progress", {"answered": 100_001}, "answered", "less_than_equal"),
+        ("progress", {"total": 10**20}, "total", "less_than_equal"),
+        ("progress", {"question_current": 2.0}, "question_current", "int_type"),
+        ("progress", {"time_remaining_s": 366 * 86400 + 1}, "time_remaining_s", "less_than_equal"),
+        ("answer", {"question": 10**9}, "question", "less_than_equal"),
+        ("submit", {"score": 1e308}, "score", "less_than_equal"),
+        ("submit", {"score": 1e-200}, "score", "value_error"),
+        ("submit", {"score": -0.5}, "score", "greater_than_equal"),
+        ("submit", {"score": "17"}, "score", "float_type"),
+        ("submit", {"score": True}, "score", "float_type"),
+        ("extend", {"seconds": 60.0}, "seconds", "int_type"),
+        ("extend", {"seconds": "60"}, "seconds", "int_type"),
+    ],
+)
+def test_numbers_are_strict_and_storable_everywhere(
+    frame_type: str, changes: dict[str, Any], where: str, error: str
+) -> None:
+    frame = {**VALID_CLIENT_FRAMES[frame_type], **changes}
+
+    assert client_errors(frame) == [(f"{frame_type}.{where}", error)]
+
+
+@pytest.mark.parametrize(
+    ("frame_type", "changes"),
+    [
+        ("status", {"seq": MAX_SAFE}),
+        ("submit", {"score": 0}),
+        ("submit", {"score": 17}),
+        ("submit", {"score": 0.000001}),
+        ("submit", {"score": 1e9}),
+        ("submit", {"score": 33.333333333333336}),
+        ("progress", {"answered": 100_000, "total": 100_000, "time_remaining_s": 366 * 86400}),
+    ],
+)
+def test_the_bounds_themselves_are_accepted(frame_type: str, changes: dict[str, Any]) -> None:
+    CLIENT_FRAME.validate_json(orjson.dumps({**VALID_CLIENT_FRAMES[frame_type], **changes}))
+
+
+def test_the_exported_json_schema_carries_the_bounds() -> None:
+    schema = StatusFrame.model_json_schema()["properties"]["seq"]
+    submit = SubmitFrame.model_json_schema()["properties"]["score"]["anyOf"][0]
+
+    assert (schema["minimum"], schema["maximum"]) == (1, MAX_SAFE)
+    assert (submit["minimum"], submit["maximum"]) == (0, 1e9)
+    assert submit["not"] == {"exclusiveMinimum": 0, "exclusiveMaximum": 0.000001}
