@@ -9,7 +9,7 @@ from aiohttp import web
 
 from adapters.gc_tuning import tune_gc
 from adapters.logs import configure_logging
-from services.gateway.app import METRICS, create_app
+from services.gateway.app import METRICS, create_app, server_options
 from services.gateway.settings import GatewaySettings
 
 
@@ -33,6 +33,7 @@ def main() -> None:
         access_log=None,
         print=None,
         loop=uvloop.new_event_loop(),
+        **server_options(options),
     )
 
 

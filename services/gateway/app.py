@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
@@ -27,8 +28,10 @@ from adapters.snapshot_store import RedisSnapshotStore, SnapshotStore
 from adapters.tokens import TokenCodec, TokenError
 from schemas.frames import ErrorFrame
 from schemas.presence import GatewayUp, gateway_key
+from services.gateway import protocol
 from services.gateway.connections import (
     CLOSE_GOING_AWAY,
+    CLOSE_TOO_MANY_CONNECTS,
     CLOSE_TRY_AGAIN,
     CLOSE_UNAUTHORIZED,
     Connection,
@@ -36,10 +39,11 @@ from services.gateway.connections import (
 )
 from services.gateway.deliveries import DeliveryInbox
 from services.gateway.errors import Unavailable
+from services.gateway.guards import Guards
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.publisher import Publisher, now_ms
 from services.gateway.session import Session, new_connection_id, token_from
-from services.gateway.settings import GatewaySettings
+from services.gateway.settings import GatewayOptions, GatewaySettings
 from services.gateway.watches import Watches
 
 log = structlog.get_logger(__name__)
@@ -60,6 +64,17 @@ PUBLISHER = web.AppKey("publisher", Publisher)
 SNAPSHOTS = web.AppKey("snapshots", SnapshotStore)
 REVOCATIONS = web.AppKey("revocations", RedisRevocations)
 WATCHES = web.AppKey("watches", Watches)
+GUARDS = web.AppKey("guards", Guards)
+
+
+def server_options(options: GatewayOptions) -> dict[str, Any]:
+    """aiohttp server settings every way of running the gateway must pass (run_app, tests).
+
+    aiohttp closes a connection whose keep-alive timer fires while it waits for a complete
+    request, and the timer starts at accept: so it bounds the time to send the upgrade
+    request, which a client dribbling one byte a second would otherwise hold forever.
+    """
+    return {"keepalive_timeout": options.handshake_timeout_s}
 
 
 def create_app(settings: GatewaySettings, registry: CollectorRegistry | None = None) -> web.Application:
@@ -118,6 +133,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     )
     app[SNAPSHOTS] = RedisSnapshotStore(client, settings.redis, topic=settings.kafka.events_topic)
     app[REVOCATIONS] = RedisRevocations(client, settings.redis)
+    app[GUARDS] = Guards(client, settings.redis, settings.gateway, app[METRICS])
     yield
     await client.aclose()
 
@@ -214,14 +230,26 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     try:
         identity = app[CODEC].verify(token_from(request))
+        if (problem := protocol.claims_problem(identity)) is not None:
+            raise TokenError("token_invalid", f"claims the log cannot record: {problem}")
         if identity.jti is not None and await _revoked(app, identity.jti):
             raise TokenError("token_revoked", "the token has been revoked")
     except TokenError as exc:
         app[METRICS].frames_rejected.labels(exc.code).inc()
-        await ws.send_str(
-            ErrorFrame(code=exc.code, message=str(exc)).model_dump_json(exclude_none=True)
+        refusal = ErrorFrame(code=exc.code, message=str(exc))
+        await _refuse(request, ws, refusal, CLOSE_UNAUTHORIZED)
+        return ws
+    # Before anything reaches the log: churn must not become a stream of connected events.
+    retry_after_ms = await app[GUARDS].connect_retry_after_ms(identity)
+    if retry_after_ms is not None:
+        app[METRICS].frames_rejected.labels("too_many_connects").inc()
+        limit, window = settings.gateway.connect_limit, settings.gateway.connect_window_s
+        refusal = ErrorFrame(
+            code="too_many_connects",
+            message=f"more than {limit} connections in {window:g} s; wait and reconnect",
+            retry_after_ms=retry_after_ms,
         )
-        await ws.close(code=CLOSE_UNAUTHORIZED, message=exc.code.encode())
+        await _refuse(request, ws, refusal, CLOSE_TOO_MANY_CONNECTS)
         return ws
     conn = Connection(
         ws,
@@ -230,6 +258,8 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
         max_frames=settings.gateway.send_queue_frames,
         send_timeout_s=settings.gateway.send_timeout_s,
         metrics=app[METRICS],
+        transport=request.transport,
+        close_grace_s=settings.gateway.close_grace_s,
     )
     session = Session(
         conn,
@@ -239,6 +269,7 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
         watches=app[WATCHES],
         snapshots=app[SNAPSHOTS],
         metrics=app[METRICS],
+        guards=app[GUARDS],
     )
     writer = asyncio.create_task(conn.run_writer(), name=f"writer-{conn.id}")
     try:
@@ -260,6 +291,23 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(asyncio.CancelledError):
             await writer
         if not ws.closed:
-            with contextlib.suppress(ConnectionError):
-                await ws.close()
+            try:
+                async with asyncio.timeout(settings.gateway.close_grace_s):
+                    await ws.close()
+            except (ConnectionError, TimeoutError):
+                conn.abort()
     return ws
+
+
+async def _refuse(
+    request: web.Request, ws: web.WebSocketResponse, error: ErrorFrame, code: int
+) -> None:
+    """Send one error frame and close; a peer that does not take them loses the socket."""
+    grace = request.app[SETTINGS].gateway.close_grace_s
+    try:
+        async with asyncio.timeout(grace):
+            await ws.send_str(error.model_dump_json(exclude_none=True))
+            await ws.close(code=code, message=error.code.encode())
+    except (ConnectionError, TimeoutError):
+        if request.transport is not None:
+            request.transport.abort()

@@ -28,6 +28,7 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_TOO_MANY_CONNECTS = 4429
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_SUPERSEDED = 4009
 
@@ -42,8 +43,12 @@ class Connection:
         max_frames: int,
         send_timeout_s: float,
         metrics: GatewayMetrics,
+        transport: asyncio.Transport | None = None,
+        close_grace_s: float = 2.0,
     ) -> None:
         self.ws = ws
+        self._transport = transport
+        self._close_grace_s = close_grace_s
         self.identity = identity
         self.id = conn_id
         self.watching: set[str] = set()
@@ -83,7 +88,19 @@ class Connection:
         """Close from anywhere without awaiting; the reader loop then ends."""
         if self.close_reason is None:
             self.close_reason = reason
-            asyncio.get_running_loop().create_task(self._close(code, reason))
+            loop = asyncio.get_running_loop()
+            loop.create_task(self._close(code, reason))
+            # A peer that does not read never lets the close frame out, and the socket would
+            # stay established with megabytes queued; past the grace the socket is dropped.
+            loop.call_later(self._close_grace_s, self.abort)
+
+    def abort(self) -> None:
+        """Drop the socket now, unread data and all, unless it is already closing."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            self._metrics.aborted.inc()
+            log.info("socket_aborted", conn=self.id, reason=self.close_reason)
+            transport.abort()
 
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(ConnectionError, TimeoutError):

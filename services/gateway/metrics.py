@@ -56,6 +56,35 @@ class GatewayMetrics:
         self.watched_exams = Gauge(
             "gateway_watched_exams", "exams with a live view here", registry=registry
         )
+        self.publish_deadline_missed = Counter(
+            "gateway_publish_deadline_missed_total",
+            "event frames answered unavailable because Kafka missed publish_deadline_s",
+            registry=registry,
+        )
+        self.late_publishes = Counter(
+            "gateway_late_publishes_total",
+            "events Kafka took after their frame was answered unavailable (resends dedupe)",
+            registry=registry,
+        )
+        self.log_stalled = Gauge(
+            "gateway_log_stalled",
+            "1 while the event log counts as stalled (frames answered unavailable at once)",
+            registry=registry,
+        )
+        self.guard_unchecked = Counter(
+            "gateway_guard_unchecked_total",
+            "id or connect checks skipped because Redis failed (the gateway fails open)",
+            ["check"],
+            registry=registry,
+        )
+        self.flood_closes = Counter(
+            "gateway_flood_closes_total", "connections closed 1008 for flooding", registry=registry
+        )
+        self.aborted = Counter(
+            "gateway_sockets_aborted_total",
+            "sockets aborted because the peer did not finish a close within close_grace_s",
+            registry=registry,
+        )
         self.watch_seconds = Histogram(
             "gateway_watch_handshake_seconds",
             "subscribe to snapshot sent (first proctor of an exam)",

@@ -7,14 +7,18 @@ token (``StudentIdentity`` / ``ProctorIdentity``), never from the frame.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from adapters.tokens import Identity, ProctorIdentity, StudentIdentity
 from schemas.events import (
+    MAX_ATTEMPT_NO,
+    MAX_EPOCH_MS,
+    MAX_REMAINING_S,
     EventSource,
     ExamEvent,
     ProctorAnnouncement,
@@ -26,6 +30,7 @@ from schemas.events import (
     StudentProgress,
     StudentStatus,
     StudentSubmitted,
+    log_key,
 )
 from schemas.frames import (
     CLIENT_FRAME,
@@ -51,10 +56,20 @@ from schemas.legacy import LEGACY_TYPE, LegacyFrame
 
 @dataclass(frozen=True)
 class Publish:
-    """Write these events to the log; acknowledge ``ack_id`` (if any) once Kafka has them all."""
+    """Write these events to the log; acknowledge ``ack_id`` (if any) once Kafka has them all.
+
+    ``fingerprint`` identifies what the client said under ``ack_id`` (see ``fingerprint``);
+    legacy frames have server-made ids and none.
+    """
 
     events: tuple[ExamEvent, ...]
     ack_id: str | None
+    fingerprint: str | None = None
+
+    @property
+    def id_scope(self) -> str:
+        """Where an id must be unique: the views drop repeats per attempt (exam-wide: per exam)."""
+        return log_key(self.events[0]).decode()
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,7 @@ class ProctorCommand:
 
     event: ExamEvent
     ack_id: str
+    fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -90,6 +106,34 @@ Decision = Publish | ProctorCommand | Heartbeat | Watch | Unwatch | Reject
 
 def reject(code: ErrorCode, message: str, frame_id: str | None = None) -> Reject:
     return Reject(ErrorFrame(code=code, message=message, id=frame_id))
+
+
+def claims_problem(identity: Identity) -> str | None:
+    """Why a verified token's claims cannot be written to the log, if they cannot.
+
+    The log's bounds are tighter than the token's own schema; refusing at connect beats
+    failing on the first event.
+    """
+    if not isinstance(identity, StudentIdentity):
+        return None
+    if identity.time_end is not None and identity.time_end > MAX_EPOCH_MS:
+        return f"time_end is beyond {MAX_EPOCH_MS}"
+    if identity.attempt_no > MAX_ATTEMPT_NO:
+        return f"attempt_no is above {MAX_ATTEMPT_NO}"
+    return None
+
+
+def fingerprint(frame: BaseModel, sender: str) -> str:
+    """What the client said under its id: a resend must match it, a reuse will not.
+
+    Taken over the validated frame (sorted keys, nulls left out), so a resend that spells
+    the same frame differently (key order, ``17`` for ``17.0``, ``null`` for a missing
+    field) still matches; ``sender`` keeps two proctors' commands apart.
+    """
+    canonical = orjson.dumps(
+        [sender, frame.model_dump(mode="json", exclude_none=True)], option=orjson.OPT_SORT_KEYS
+    )
+    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
 def interpret(
@@ -157,13 +201,23 @@ def _student(frame: object, who: StudentIdentity, *, gateway: int, now_ms: int) 
                 question_current=frame.question_current,
                 answered=frame.answered,
                 total=frame.total,
-                time_remaining_s=frame.time_remaining_s,
+                time_remaining_s=_page_deadline(frame.time_remaining_s, who),
             )
         case AnswerFrame():
             event = StudentAnswer(**common, question=frame.question, answer=frame.answer)
         case SubmitFrame():
             event = StudentSubmitted(**common, score=frame.score)
-    return Publish(events=(event,), ack_id=frame.id)
+    return Publish(events=(event,), ack_id=frame.id, fingerprint=fingerprint(frame, who.sub))
+
+
+def _page_deadline(remaining_s: int | None, who: StudentIdentity) -> int | None:
+    """The page's countdown goes to the log only when the signed token has no deadline.
+
+    The LMS signs ``time_end``; a page's clock or a tampered page must not move it, and
+    views fill a deadline from ``time_remaining_s`` only while they know none. Dropping the
+    claim here keeps it out of the log, so no view or replay can ever prefer it.
+    """
+    return None if who.time_end is not None else remaining_s
 
 
 def _proctor(frame: object, who: ProctorIdentity, *, gateway: int, now_ms: int) -> Decision:
@@ -189,6 +243,7 @@ def _proctor(frame: object, who: ProctorIdentity, *, gateway: int, now_ms: int) 
             return Publish(
                 events=(ProctorAnnouncement(**common, attempt=None, text=frame.text),),
                 ack_id=frame.id,
+                fingerprint=fingerprint(frame, who.sub),
             )
         case MessageFrame():
             event = ProctorMessage(**common, attempt=frame.attempt, text=frame.text)
@@ -198,7 +253,7 @@ def _proctor(frame: object, who: ProctorIdentity, *, gateway: int, now_ms: int) 
             event = ProctorResumed(**common, attempt=frame.attempt)
         case ExtendFrame():
             event = ProctorTimeExtended(**common, attempt=frame.attempt, seconds=frame.seconds)
-    return ProctorCommand(event=event, ack_id=frame.id)
+    return ProctorCommand(event=event, ack_id=frame.id, fingerprint=fingerprint(frame, who.sub))
 
 
 def _legacy(data: dict[str, object], who: StudentIdentity, *, gateway: int, now_ms: int) -> Decision:
@@ -217,20 +272,26 @@ def _legacy(data: dict[str, object], who: StudentIdentity, *, gateway: int, now_
         "source": EventSource(kind="student", id=who.sub, gateway=gateway),
     }
     remaining = None if quiz.time_end is None else max(0, (quiz.time_end - now_ms) // 1000)
+    if remaining is not None and remaining > MAX_REMAINING_S:
+        # Legacy pages send far-future dates (2099) to mean "no deadline"; read them so.
+        remaining = None
     events: list[ExamEvent] = []
     # Only the server decides "offline"; a legacy client claiming it is still connected.
     if quiz.user_status != "offline":
         events.append(StudentStatus(**common, id=_legacy_id(), status=quiz.user_status))
-    events.append(
-        StudentProgress(
+    try:
+        progress = StudentProgress(
             **common,
             id=_legacy_id(),
             question_current=quiz.question_number_current,
             answered=quiz.question_answered,
             total=quiz.question_total,
-            time_remaining_s=remaining,
+            time_remaining_s=_page_deadline(remaining, who),
         )
-    )
+    except ValidationError as exc:
+        # The legacy model predates the log's bounds; the event's check names the field.
+        return reject("bad_frame", f"legacy frame: {_describe(exc)}")
+    events.append(progress)
     return Publish(events=tuple(events), ack_id=None)
 
 

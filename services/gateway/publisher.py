@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from schemas.events import ExamEvent, encode_event, log_key
 from schemas.presence import GatewayHeartbeat
 from services.gateway.errors import Unavailable
+from services.gateway.limits import LogHealth
 from services.gateway.settings import GatewaySettings
 
 log = structlog.get_logger(__name__)
@@ -26,6 +27,7 @@ class Publisher:
         self._gateway = settings.gateway
         self._beats: dict[str, int] = {}
         self.connections = 0
+        self.health = LogHealth(probe_every_s=settings.gateway.publish_deadline_s)
 
     async def publish(self, events: Sequence[ExamEvent]) -> asyncio.Future[None]:
         """Queue the events for the log; the returned future resolves once Kafka has all.

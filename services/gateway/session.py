@@ -32,6 +32,8 @@ from services.gateway.connections import (
     Hub,
 )
 from services.gateway.errors import Unavailable
+from services.gateway.guards import Guards, IdClaim
+from services.gateway.limits import FloodMeter, PendingPublish
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.publisher import Publisher, now_ms
 from services.gateway.settings import GatewaySettings
@@ -57,6 +59,7 @@ class Session:
         watches: Watches,
         snapshots: SnapshotStore,
         metrics: GatewayMetrics,
+        guards: Guards,
     ) -> None:
         self.conn = conn
         self._settings = settings
@@ -66,8 +69,11 @@ class Session:
         self._watches = watches
         self._snapshots = snapshots
         self._metrics = metrics
+        self._guards = guards
         self._bucket = TokenBucket(rate=self._options.rate_per_s, burst=self._options.rate_burst)
-        self._dropped_in_row = 0
+        self._flood = FloodMeter(
+            limit=self._options.flood_close_after, window_s=self._options.flood_window_s
+        )
         self._last_limit_error = 0.0
         self._connection_record: StudentConnection | None = None
 
@@ -101,11 +107,19 @@ class Session:
             conn=self.conn.id,
             gateway=slot,
         )
+        health = self._publisher.health
+        if not health.admit(asyncio.get_running_loop().time()):
+            raise Unavailable("the event log is not taking events")
         try:
             async with asyncio.timeout(self._options.produce_timeout_s):
                 await (await self._publisher.publish([connected]))
         except TimeoutError as exc:
+            health.failed()
             raise Unavailable("the event log did not answer") from exc
+        except Unavailable:
+            health.failed()
+            raise
+        health.succeeded()
         self._connection_record = StudentConnection(
             conn=self.conn.id,
             slot=slot,
@@ -195,12 +209,11 @@ class Session:
         if not self._bucket.take(time.monotonic()):
             self._throttled()
             return
-        self._dropped_in_row = 0
         identity = self.conn.identity
         if isinstance(identity, StudentIdentity):
             # Any frame proves the page is alive; legacy clients send no heartbeats at all.
             self._publisher.heartbeat(identity.attempt)
-        received = time.perf_counter()
+        received = asyncio.get_running_loop().time()
         decision = protocol.interpret(
             raw,
             self.conn.identity,
@@ -229,12 +242,12 @@ class Session:
         self.conn.send(error)
 
     def _throttled(self) -> None:
-        self._dropped_in_row += 1
         self._metrics.frames_rejected.labels("rate_limited").inc()
-        if self._dropped_in_row > self._options.flood_close_after:
+        now = time.monotonic()
+        if self._flood.dropped(now):
+            self._metrics.flood_closes.inc()
             self.conn.close_soon(CLOSE_POLICY, "flood")
             return
-        now = time.monotonic()
         if now - self._last_limit_error >= 1.0:
             self._last_limit_error = now
             retry_ms = int(self._bucket.retry_after() * 1000) + 1
@@ -247,23 +260,73 @@ class Session:
             )
 
     async def _publish(self, decision: protocol.Publish, received: float) -> None:
-        try:
-            done = await self._publisher.publish(decision.events)
-        except Unavailable:
-            self._unavailable(decision.ack_id)
-            return
+        """Publish and answer the frame exactly once within ``publish_deadline_s``.
+
+        ``received`` is the loop time the frame was read. A frame answered ``unavailable``
+        may still reach the log later (the producer retries); that copy gets no ack, the
+        client resends the identical frame, and the views drop the repeat by id.
+        """
+        loop = asyncio.get_running_loop()
         ack_id = decision.ack_id
+        health = self._publisher.health
+        if not health.admit(loop.time()):
+            self._metrics.log_stalled.set(1)
+            self._unavailable(ack_id)
+            return
+        pending = PendingPublish(received)
+        deadline = received + self._options.publish_deadline_s
+        expiry = loop.call_at(deadline, self._expire, pending, ack_id)
+        try:
+            async with asyncio.timeout_at(deadline):
+                if decision.fingerprint is not None and ack_id is not None:
+                    claim = await self._guards.claim_id(
+                        decision.id_scope, ack_id, decision.fingerprint
+                    )
+                    if claim is IdClaim.REUSED:
+                        expiry.cancel()
+                        pending.answer()
+                        self._reject(
+                            ErrorFrame(
+                                code="id_reused",
+                                message="this id was already used for a different frame;"
+                                " a resend must repeat the frame unchanged",
+                                id=ack_id,
+                            )
+                        )
+                        return
+                done = await self._publisher.publish(decision.events)
+        except (TimeoutError, Unavailable):
+            expiry.cancel()
+            health.failed()
+            if pending.answer():
+                self._unavailable(ack_id)
+            return
 
         def _acknowledge(result: asyncio.Future[None]) -> None:
+            expiry.cancel()
             if result.cancelled() or result.exception() is not None:
-                self._unavailable(ack_id)
+                health.failed()
+                if pending.answer():
+                    self._unavailable(ack_id)
                 return
+            health.succeeded()
+            self._metrics.log_stalled.set(0)
             self._metrics.events_published.inc(len(decision.events))
-            self._metrics.publish_seconds.observe(time.perf_counter() - received)
+            if not pending.answer():
+                self._metrics.late_publishes.inc(len(decision.events))
+                return
+            self._metrics.publish_seconds.observe(loop.time() - received)
             if ack_id is not None:
                 self.conn.send(AckFrame(id=ack_id))
 
         done.add_done_callback(_acknowledge)
+
+    def _expire(self, pending: PendingPublish, ack_id: str | None) -> None:
+        if pending.answer():
+            self._publisher.health.failed()
+            self._metrics.log_stalled.set(1)
+            self._metrics.publish_deadline_missed.inc()
+            self._unavailable(ack_id)
 
     async def _command(self, decision: protocol.ProctorCommand, received: float) -> None:
         event = decision.event
@@ -283,7 +346,10 @@ class Session:
             )
             return
         event = event.model_copy(update={"student": state.view.student})
-        await self._publish(protocol.Publish(events=(event,), ack_id=decision.ack_id), received)
+        publish = protocol.Publish(
+            events=(event,), ack_id=decision.ack_id, fingerprint=decision.fingerprint
+        )
+        await self._publish(publish, received)
 
     def _unavailable(self, frame_id: str | None) -> None:
         self._reject(

@@ -31,12 +31,65 @@ class GatewayOptions(BaseModel):
     rate_per_s: float = Field(default=20.0, description="frames per second per connection")
     rate_burst: float = Field(default=60.0, description="burst allowance per connection")
     flood_close_after: int = Field(
-        default=500, description="frames dropped in a row before closing the connection (1008)"
+        default=500,
+        ge=1,
+        description="frames refused by the rate limit within flood_window_s that close (1008)",
+    )
+    flood_window_s: float = Field(
+        default=10.0, gt=0, description="sliding window over which flood_close_after counts"
     )
     send_queue_frames: int = Field(default=2000, description="pending frames before cut-off")
     send_timeout_s: float = Field(default=10.0, description="a send slower than this cuts off")
     watch_timeout_s: float = Field(default=10.0, description="bound on the snapshot handshake")
-    produce_timeout_s: float = Field(default=15.0, description="bound on a produce ack")
+    produce_timeout_s: float = Field(
+        default=15.0, description="bound on recording a connection or presence change in Kafka"
+    )
+    publish_deadline_s: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "every event frame is answered (ack or unavailable) within this long of being read;"
+            " after a miss the log counts as stalled and other frames get unavailable at once,"
+            " one probe per this interval, until a publish succeeds"
+        ),
+    )
+    id_memory: int = Field(
+        default=256,
+        ge=64,
+        description=(
+            "event ids per attempt (or exam, for announcements) whose content the gateway"
+            " remembers in Redis to refuse a reused id (id_reused); at least the views' 64"
+        ),
+    )
+    id_memory_ttl_s: int = Field(
+        default=24 * 3600, ge=1, description="an attempt's remembered ids expire after this idle"
+    )
+    connect_limit: int = Field(
+        default=10,
+        ge=1,
+        description="connections per attempt (students) or proctor per connect_window_s",
+    )
+    connect_window_s: float = Field(
+        default=10.0, gt=0, description="fixed window of connect_limit, counted in Redis"
+    )
+    guard_retry_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="after Redis fails an id or connect check, skip those checks this long",
+    )
+    handshake_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "a TCP connection must complete its HTTP request (the upgrade) within this long;"
+            " also the idle limit of a keep-alive HTTP connection"
+        ),
+    )
+    close_grace_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="after deciding to close a WebSocket, abort the socket if still open then",
+    )
     produce_linger_ms: int = Field(
         default=0, ge=0, description="how long the log producer waits to fill a request"
     )

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestServer
 
 from adapters.settings import CommonSettings
 from adapters.tokens import ProctorIdentity, StudentIdentity, TokenCodec
-from services.gateway.app import create_app
+from services.gateway.app import create_app, server_options
 from services.gateway.settings import GatewayOptions, GatewaySettings
 
 SECRET = "test-secret-0123456789abcdef0123456789"
@@ -35,7 +35,7 @@ async def gateway(settings: CommonSettings) -> AsyncIterator[tuple[GatewaySettin
         gateway=GatewayOptions(slot=1, token_secret=SECRET, rate_per_s=50, rate_burst=50),
     )
     server = TestServer(create_app(gateway_settings), host="127.0.0.1")
-    await server.start_server()
+    await server.start_server(**server_options(gateway_settings.gateway))
     yield gateway_settings, server
     await server.close()
 

@@ -31,6 +31,7 @@ from services.gateway.protocol import (
     Reject,
     Unwatch,
     Watch,
+    claims_problem,
     interpret,
 )
 
@@ -229,7 +230,8 @@ def test_attempt_commands_wait_for_the_attempt_check(
     decision = decide({**frame, "id": "c1", "exam": "exam-1", "attempt": "att-3"}, PROCTOR)
 
     # The attempt named by a proctor is checked against the exam (Redis) before publishing.
-    assert decision == ProctorCommand(event=expected, ack_id="c1")
+    assert isinstance(decision, ProctorCommand)
+    assert (decision.event, decision.ack_id) == (expected, "c1")
 
 
 def test_announce_is_an_exam_wide_event_published_at_once() -> None:
@@ -462,3 +464,82 @@ def test_legacy_numeric_ids_match_the_tokens_text_ids() -> None:
 def test_a_malformed_legacy_frame_is_a_bad_frame() -> None:
     error = assert_rejected(decide(legacy(question_total=-1)), "bad_frame")
     assert "question_total" in error.message
+
+
+# -- issue 9: strict numbers, fingerprints, the signed deadline --------------------------------
+
+TIMED = StudentIdentity(
+    role="student", sub="stu-1", exam="exam-1", attempt="att-1", time_end=NOW_MS + 3_600_000
+)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"seq": "5"},
+        {"seq": True},
+        {"seq": 1.0},
+        {"seq": 2**63},
+        {"ts": 10**16},
+        {"type": "submit", "score": 1e308},
+        {"type": "submit", "score": 1e-200},
+        {"type": "progress", "answered": 10**6, "total": 10},
+        {"type": "progress", "answered": 1, "total": 10, "time_remaining_s": 10**9},
+    ],
+    ids=repr,
+)
+def test_numbers_no_view_can_store_get_bad_frame(changes: dict[str, Any]) -> None:
+    frame = {"type": "status", "id": "e1", "seq": 5, "status": "away"}
+    if changes.get("type", "status") != "status":
+        del frame["status"]
+    assert_rejected(decide({**frame, **changes}), "bad_frame", "e1")
+
+
+def test_the_token_deadline_wins_over_the_pages_countdown() -> None:
+    frame = {"type": "progress", "id": "p1", "seq": 1, "answered": 1, "total": 5}
+    timed = published(decide({**frame, "time_remaining_s": 99_999}, TIMED)).events[0]
+    untimed = published(decide({**frame, "time_remaining_s": 600})).events[0]
+
+    assert isinstance(timed, StudentProgress) and timed.time_remaining_s is None
+    assert isinstance(untimed, StudentProgress) and untimed.time_remaining_s == 600
+
+
+def test_the_legacy_time_end_is_ignored_when_the_token_has_a_deadline() -> None:
+    later = NOW_MS + 7 * 24 * 3_600_000
+    timed = published(decide(legacy(time_end=later), TIMED)).events[-1]
+    untimed = published(decide(legacy(time_end=later))).events[-1]
+
+    assert isinstance(timed, StudentProgress) and timed.time_remaining_s is None
+    assert isinstance(untimed, StudentProgress) and untimed.time_remaining_s == 7 * 24 * 3600
+
+
+def test_a_far_legacy_deadline_reads_as_none_and_absurd_counts_are_refused() -> None:
+    far = published(decide(legacy(time_end="2099-01-01T00:00:00Z"))).events[-1]
+    assert isinstance(far, StudentProgress) and far.time_remaining_s is None
+    assert_rejected(decide(legacy(question_answered=10**7)), "bad_frame")
+
+
+def test_a_resend_has_the_same_fingerprint_and_a_changed_frame_another() -> None:
+    frame = {"type": "submit", "id": "s1", "seq": 9, "score": 17}
+    first = published(decide(frame))
+    respelled = published(decide(b'{"score": 17.0, "seq": 9, "id": "s1", "type": "submit"}'))
+    changed = published(decide({**frame, "score": 18}))
+
+    assert first.fingerprint == respelled.fingerprint != changed.fingerprint
+    assert first.id_scope == "att-1"
+
+
+def test_commands_are_fingerprinted_per_proctor() -> None:
+    frame = {"type": "announce", "id": "c1", "exam": "exam-1", "text": "hi"}
+    other = ProctorIdentity(role="proctor", sub="proc-2", exams=("exam-1",))
+
+    mine, theirs = published(decide(frame, PROCTOR)), published(decide(frame, other))
+    assert mine.fingerprint != theirs.fingerprint
+    assert mine.id_scope == "exam:exam-1"
+
+
+def test_token_claims_the_log_cannot_hold_are_named() -> None:
+    assert claims_problem(TIMED) is None and claims_problem(PROCTOR) is None
+    far = TIMED.model_copy(update={"time_end": 10**15})
+    many = TIMED.model_copy(update={"attempt_no": 10**6})
+    assert claims_problem(far) and claims_problem(many)
