@@ -15,6 +15,23 @@ Rules (docs/architecture.md, "Offline detection"):
 - Gateway lost: no batch from a gateway instance for ``gateway_timeout_ms``, or a new instance
   took its slot -> offline(gateway_lost) for attempts left without a live connection.
 - Back online: a new connection (or fresh beats on a kept one) after an offline verdict.
+- Flapping: a close within ``flap_window_ms`` of the attempt's previous offline verdict waits
+  the reconnect grace too, so a page that reconnects in a loop is one incident, not dozens.
+
+The log's own health gates the rules that infer loss from silence (gateway lost, heartbeat
+timeout): the notifier writes a ``LogProbe`` to the heartbeat partition every
+``probe_interval_ms`` and reads it back in order with the gateways' batches. A gateway is lost
+only once a probe written after its deadline has come back while no batch of the gateway has:
+the log demonstrably carried later records, so the silence is the gateway's, not the log's.
+While the notifier's own probes are late or missing (Kafka stalled, the notifier paused) those
+rules wait; when the log flows again every gateway and attempt is granted a fresh window from
+that moment, as after a restart, because the batches of the stall may never arrive. Explicit
+records (a close, a new instance on a slot) are evidence on their own and are always decided.
+
+Verdicts are written presence record first, then the log event. A crash in between leaves a
+verdict the log never heard of; ``start`` re-issues the offline events of verdicts written
+within ``reemit_window_ms`` before the restart (same ids, so consumers that had them drop
+them), and an attempt still connected gets its ``back_online`` at its next sign of life.
 
 State survives restarts through the verdicts themselves: while replaying presence the tracker
 takes its past ``AttemptLiveness`` records as truth; ``start(now)`` then grants every gateway
@@ -53,6 +70,14 @@ class LivenessConfig:
     batch_slack_ms: int = 200
     # For attempts known only from a past verdict (their connection records compacted away).
     default_heartbeat_interval_ms: int = 5_000
+    # The notifier's own probe: how often it is written, and how late one may come back before
+    # the log counts as stalled (loss-by-silence rules wait, then grant fresh windows).
+    probe_interval_ms: int = 500
+    log_stall_ms: int = 1_000
+    # A close this soon after the attempt's previous offline verdict waits the reconnect grace.
+    flap_window_ms: int = 60_000
+    # Offline verdicts written this long before a restart have their events re-issued.
+    reemit_window_ms: int = 120_000
 
 
 @dataclass(frozen=True)
@@ -62,6 +87,7 @@ class Verdict:
     liveness: AttemptLiveness
     event: StudentOffline | StudentBackOnline | None
     due_ms: int | None = None  # when the rule could first have known; lag = written - due
+    reissued: bool = False  # an earlier verdict's event again, after a restart
 
 
 @dataclass
@@ -105,6 +131,8 @@ class _Attempt:
     loss: _Loss | None = None
     returned_at: int | None = None  # first sign of life since the verdict, if any
     scheduled_at: int | None = None
+    verdict_written_ms: int | None = None  # Kafka time of the replayed verdict record
+    last_offline_ms: int | None = None  # when the latest offline verdict was decided
 
 
 def derived_id(*parts: object) -> str:
@@ -127,6 +155,11 @@ class LivenessTracker:
         self._dirty: dict[str, None] = {}
         self._deadlines: list[tuple[int, str]] = []
         self._started = False
+        # Send time of the newest probe read back: the log has carried records up to here.
+        self._log_ms = -1
+        self._log_stalled = False
+        self._stalls = 0
+        self._reemit: list[str] = []
 
     # -- inspection ----------------------------------------------------------------------
 
@@ -143,6 +176,16 @@ class LivenessTracker:
         return sum(
             1 for att in self._attempts.values() if att.verdict and not att.verdict.online
         )
+
+    @property
+    def log_stalls(self) -> int:
+        """How many times the log was found stalled (each ended with fresh windows)."""
+        return self._stalls
+
+    def log_flowing(self, now_ms: int) -> bool:
+        """A probe written recently came back in time: silence now means something."""
+        fresh = self._config.probe_interval_ms + self._config.log_stall_ms
+        return not self._log_stalled and now_ms - self._log_ms <= fresh
 
     def longest_heartbeat_interval_ms(self) -> int:
         return max(
@@ -173,7 +216,10 @@ class LivenessTracker:
                     att = self._attempt(record.attempt, record.exam, record.student)
                     if record.online:
                         att.last_seen_ms = max(att.last_seen_ms, record.since)
+                    else:
+                        att.last_offline_ms = ts_ms
                     att.verdict = record
+                    att.verdict_written_ms = ts_ms
                     att.returned_at = None
             case ExamWatch():
                 pass
@@ -201,28 +247,67 @@ class LivenessTracker:
                 att.returned_at = _earliest(att.returned_at, beat_ms)
                 self._touch(attempt_id)
 
+    def on_probe(self, sent_ms: int, received_ms: int) -> None:
+        """One of this notifier's own probes came back through the heartbeat partition."""
+        self._log_ms = max(self._log_ms, sent_ms)
+        if received_ms - sent_ms > self._config.log_stall_ms:
+            self._mark_stalled()
+            self._grant_windows(received_ms)
+        elif self._log_stalled:
+            self._log_stalled = False
+            self._grant_windows(received_ms)
+
+    def reissues(self) -> dict[str, tuple[str, int]]:
+        """Offline events ``start`` will re-issue: event id -> (attempt, verdict written at)."""
+        out = {}
+        for attempt_id in self._reemit:
+            att = self._attempts[attempt_id]
+            verdict = att.verdict
+            assert verdict is not None
+            event_id = derived_id("offline", attempt_id, verdict.reason, verdict.since)
+            out[event_id] = (attempt_id, att.verdict_written_ms or 0)
+        return out
+
+    def confirm_logged(self, attempt: str) -> None:
+        """The verdict's event was found in the log: no need to re-issue it."""
+        self._reemit = [a for a in self._reemit if a != attempt]
+
     def start(self, now_ms: int) -> None:
         """End of the replay: grant fresh windows and decide from here on."""
+        self._grant_windows(now_ms)
         for gw in self._gateways.values():
-            gw.window_ms = max(gw.window_ms, now_ms)
             gw.lost = False
+        self._log_ms = max(self._log_ms, now_ms)
+        horizon = now_ms - self._config.reemit_window_ms
         for att in self._attempts.values():
-            att.window_ms = max(att.window_ms, now_ms)
-            self._touch(att.attempt)
+            verdict = att.verdict
+            if (
+                verdict is not None
+                and not verdict.online
+                and verdict.reason is not None
+                and not att.conns
+                and (att.verdict_written_ms or 0) >= horizon
+            ):
+                self._reemit.append(att.attempt)
         self._started = True
 
     def tick(self, now_ms: int) -> list[Verdict]:
         """Verdicts due at ``now_ms``; call after each input batch and every tick interval."""
         if not self._started:
             return []
-        self._check_gateways(now_ms)
+        if not self.log_flowing(now_ms):
+            # Until a probe shows the log flowing again, silence proves nothing.
+            self._mark_stalled()
+        else:
+            self._check_gateways()
         while self._deadlines and self._deadlines[0][0] <= now_ms:
             at, attempt_id = heapq.heappop(self._deadlines)
             att = self._attempts[attempt_id]
             if att.scheduled_at == at:
                 att.scheduled_at = None
             self._touch(attempt_id)
-        verdicts = []
+        verdicts = [self._reissue(self._attempts[a], now_ms) for a in self._reemit]
+        self._reemit.clear()
         dirty, self._dirty = self._dirty, {}
         for attempt_id in dirty:
             verdict = self._decide(self._attempts[attempt_id], now_ms)
@@ -250,8 +335,12 @@ class LivenessTracker:
         att.last_seen_ms = max(att.last_seen_ms, rec.opened_at)
         att.window_ms = max(att.window_ms, rec.opened_at)
         att.slot = rec.slot
+        if att.loss is not None and att.verdict is not None and not att.verdict.online:
+            # A debounced close in between: the return that counts is this one.
+            att.returned_at = rec.opened_at
+        else:
+            att.returned_at = _earliest(att.returned_at, rec.opened_at)
         att.loss = None
-        att.returned_at = _earliest(att.returned_at, rec.opened_at)
         self._touch(att.attempt)
 
     def _on_disconnection(self, rec: StudentDisconnection) -> None:
@@ -262,7 +351,15 @@ class LivenessTracker:
         self._touch(att.attempt)
         if rec.reason == "superseded":
             return
-        grace = self._config.reconnect_grace_ms if rec.reason == "server_shutdown" else 0
+        flapping = (
+            att.last_offline_ms is not None
+            and rec.closed_at - att.last_offline_ms < self._config.flap_window_ms
+        )
+        grace = (
+            self._config.reconnect_grace_ms
+            if rec.reason == "server_shutdown" or flapping
+            else 0
+        )
         until = rec.closed_at + grace
         self._lose_if_alone(att, _Loss("closed", rec.closed_at, not_before=until, due=until))
 
@@ -281,10 +378,24 @@ class LivenessTracker:
 
     # -- decisions -----------------------------------------------------------------------
 
-    def _check_gateways(self, now_ms: int) -> None:
+    def _mark_stalled(self) -> None:
+        if not self._log_stalled:
+            self._stalls += 1
+        self._log_stalled = True
+
+    def _grant_windows(self, now_ms: int) -> None:
+        for gw in self._gateways.values():
+            gw.window_ms = max(gw.window_ms, now_ms)
+        for att in self._attempts.values():
+            att.window_ms = max(att.window_ms, now_ms)
+            self._touch(att.attempt)
+
+    def _check_gateways(self) -> None:
         timeout = self._config.gateway_timeout_ms
         for gw in self._gateways.values():
-            if gw.lost or now_ms < gw.window_ms + timeout:
+            # Judged by the log's time, not the wall clock: only a probe written after the
+            # deadline, read back before any batch of the gateway, shows the gateway is gone.
+            if gw.lost or self._log_ms < gw.window_ms + timeout:
                 continue
             gw.lost = True
             due = gw.window_ms + timeout
@@ -338,6 +449,9 @@ class LivenessTracker:
         if now_ms < due:
             self._schedule(att, due)
             return None
+        if not self.log_flowing(now_ms):
+            self._schedule(att, now_ms + self._config.probe_interval_ms)
+            return None
         # The beat may be in a batch still on its way; only a batch cut after the deadline
         # shows it really is missing.
         behind = [gw for gw in live if gw.last_batch_ms < due - self._config.batch_slack_ms]
@@ -371,7 +485,24 @@ class LivenessTracker:
         )
         att.verdict = liveness
         att.returned_at = None
+        att.last_offline_ms = now_ms
         return Verdict(liveness=liveness, event=event, due_ms=due)
+
+    def _reissue(self, att: _Attempt, now_ms: int) -> Verdict:
+        """The offline event of a replayed verdict, again: a crash may have lost it."""
+        verdict = att.verdict
+        assert verdict is not None and verdict.reason is not None
+        event = StudentOffline(
+            id=derived_id("offline", att.attempt, verdict.reason, verdict.since),
+            exam=att.exam,
+            attempt=att.attempt,
+            student=att.student,
+            ts=now_ms,
+            source=self._source,
+            reason=verdict.reason,
+            since=verdict.since,
+        )
+        return Verdict(liveness=verdict, event=event, reissued=True)
 
     def _online(
         self, att: _Attempt, since: int, *, event: StudentBackOnline | None, due: int | None

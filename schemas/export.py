@@ -23,7 +23,7 @@ from schemas.deliveries import DELIVERY_BATCH
 from schemas.events import EXAM_EVENT
 from schemas.frames import CLIENT_FRAME, SERVER_FRAME
 from schemas.legacy import LegacyFrame
-from schemas.presence import PRESENCE_RECORD, GatewayHeartbeat
+from schemas.presence import PRESENCE_RECORD, GatewayHeartbeat, LogProbe
 from schemas.views import AttemptState, StudentView
 
 SCHEMA_DIR = Path(__file__).parent / "json"
@@ -40,6 +40,10 @@ _SOURCES: dict[str, tuple[TypeAdapter[Any] | type[BaseModel], str]] = {
     "gateway-heartbeat.v1.json": (
         GatewayHeartbeat,
         "A gateway's once-a-second heartbeat record (topic proctor.heartbeats).",
+    ),
+    "log-probe.v1.json": (
+        LogProbe,
+        "The notifier's log probe, read back in order with the heartbeats (proctor.heartbeats).",
     ),
     "delivery-batch.v1.json": (
         DELIVERY_BATCH,

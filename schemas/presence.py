@@ -9,7 +9,8 @@ thing; every consumer reads it whole from the beginning to rebuild its maps:
 - ``att/<attempt>``        AttemptLiveness: the notifier's verdict (its durable state).
 
 Heartbeats carry ``GatewayHeartbeat`` every second from each gateway: the gateway is alive, and
-these students heartbeated at these times.
+these students heartbeated at these times. The notifier adds its own ``LogProbe`` to the same
+partition, so reading both in order tells a silent gateway from a stalled log.
 """
 
 from __future__ import annotations
@@ -95,6 +96,26 @@ class GatewayHeartbeat(_Frozen):
     students: dict[str, EpochMs] = Field(
         default_factory=dict, description="attempt id -> when its last heartbeat frame arrived"
     )
+
+
+class LogProbe(_Frozen):
+    """The notifier's own mark in the heartbeat partition: the log carried a record sent then."""
+
+    kind: Literal["log_probe"] = "log_probe"
+    source: Id = Field(description="the notifier instance that wrote it")
+    sent_at: EpochMs
+
+
+HeartbeatRecord = Annotated[GatewayHeartbeat | LogProbe, Field(discriminator="kind")]
+HEARTBEAT_RECORD: TypeAdapter[HeartbeatRecord] = TypeAdapter(HeartbeatRecord)
+
+
+def decode_heartbeat(raw: bytes) -> GatewayHeartbeat | LogProbe:
+    return HEARTBEAT_RECORD.validate_json(raw)
+
+
+def probe_key(source: str) -> bytes:
+    return f"probe/{source}".encode()
 
 
 def gateway_key(slot: int) -> bytes:

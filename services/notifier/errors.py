@@ -2,8 +2,8 @@
 
 - ``NotifierError``: base of everything the notifier raises on purpose.
   - ``StartupFailed``: presence, heartbeats or the log could not be replayed in time.
-  - ``WriteFailed``: Kafka did not take a batch of verdicts or alerts in time. The process
-    stops; its restart rebuilds from presence and redoes the work with the same event ids.
+  - ``WriteFailed``: Kafka would not even queue a record (producer buffer full for
+    ``write_timeout_s``). ``Writer.write`` retries it; only the best-effort probe sees it.
 """
 
 from __future__ import annotations

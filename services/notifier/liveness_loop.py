@@ -5,13 +5,21 @@ beginning (connections, gateways and the notifier's own past verdicts), then hea
 couple of intervals back (sought by timestamp), then the tracker grants fresh windows. Live:
 every fetch is fed to the tracker and followed by a tick, so a presence record (a clean close)
 is answered at once; an idle fetch returns after the tick interval, which bounds how late a
-deadline is noticed. A verdict's log event is written before its presence record, so a crash
-in between redoes the event (same id) instead of losing it.
+deadline is noticed.
+
+A probe task writes a ``LogProbe`` into the heartbeat partition every probe interval; read back
+in order with the gateways' batches it tells the tracker whether the log itself is flowing
+(domain/liveness.py), so a Kafka stall is not mistaken for every gateway dying.
+
+A verdict's presence record is written before its log event: the presence record is the
+notifier's memory, and a verdict it remembers is re-issued after a restart (same event id) or
+undone by the student's next sign of life; a log event it had forgotten could be neither.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 import structlog
@@ -22,8 +30,15 @@ from adapters.kafka_clients import reader
 from adapters.settings import KafkaSettings
 from domain.liveness import LivenessTracker, Verdict
 from schemas.events import StudentBackOnline, StudentOffline, encode_event, log_key
-from schemas.presence import GatewayHeartbeat, decode_presence, liveness_key
-from services.notifier.errors import StartupFailed
+from schemas.presence import (
+    GatewayHeartbeat,
+    LogProbe,
+    decode_heartbeat,
+    decode_presence,
+    liveness_key,
+    probe_key,
+)
+from services.notifier.errors import StartupFailed, WriteFailed
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.settings import NotifierOptions
 from services.notifier.writer import Writer
@@ -73,6 +88,11 @@ class LivenessLoop:
             raise StartupFailed("presence/heartbeat replay did not finish in time") from exc
         now = self._clock()
         self.tracker.start(now)
+        try:
+            async with asyncio.timeout(self._options.startup_timeout_s):
+                await self._drop_logged_reissues()
+        except TimeoutError as exc:
+            raise StartupFailed("the log's recent offline events could not be read") from exc
         log.info(
             "liveness_replayed",
             connections=self.tracker.connection_count,
@@ -88,12 +108,33 @@ class LivenessLoop:
         consumer = self._consumer
         assert consumer is not None, "open() first"
         tick_ms = round(self._options.tick_interval_s * 1000)
+        probes = asyncio.create_task(self._send_probes(stopping), name="log-probes")
+        try:
+            while not stopping.is_set():
+                batches = await consumer.getmany(timeout_ms=tick_ms)
+                # Presence before beats: a connection must exist before its beats count.
+                self._feed_presence(batches.get(self._presence, []))
+                self._feed_beats(batches.get(self._beats, []))
+                await self.step()
+        finally:
+            probes.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probes
+
+    async def _send_probes(self, stopping: asyncio.Event) -> None:
+        """Mark the heartbeat partition with this notifier's time, whatever Kafka is doing."""
+        interval_s = self._options.probe_interval_s
+        key = probe_key(self._options.instance)
         while not stopping.is_set():
-            batches = await consumer.getmany(timeout_ms=tick_ms)
-            # Presence before beats: a connection must exist before its beats count.
-            self._feed_presence(batches.get(self._presence, []))
-            self._feed_beats(batches.get(self._beats, []))
-            await self.step()
+            probe = LogProbe(source=self._options.instance, sent_at=self._clock())
+            try:
+                # Queued, not awaited: a stalled log must not slow the probe's own clock.
+                await self._writer.enqueue(
+                    self._kafka.heartbeats_topic, key, probe.model_dump_json().encode()
+                )
+            except WriteFailed as exc:
+                log.warning("log_probe_not_sent", error=str(exc))
+            await asyncio.sleep(interval_s)
 
     async def step(self) -> None:
         """Write whatever the tracker decides now."""
@@ -105,6 +146,38 @@ class LivenessLoop:
             self._gauges_at = now
             self._metrics.connections.set(self.tracker.connection_count)
             self._metrics.offline_attempts.set(self.tracker.offline_count)
+
+    async def _drop_logged_reissues(self) -> None:
+        """Re-issue only what a crash really lost: look for each event in the recent log."""
+        wanted = self.tracker.reissues()
+        if not wanted:
+            return
+        by_key = {attempt.encode(): event_id for event_id, (attempt, _) in wanted.items()}
+        since = min(written for _, written in wanted.values()) - 5_000
+        consumer = reader(self._kafka, client_id=f"{self._options.instance}-reissue-check")
+        await consumer.start()
+        try:
+            topic = self._kafka.events_topic
+            tps = [TopicPartition(topic, p) for p in range(self._kafka.events_partitions)]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            starts = await consumer.offsets_for_times(dict.fromkeys(tps, since))
+            for tp in tps:
+                found = starts.get(tp)
+                consumer.seek(tp, ends[tp] if found is None else found.offset)
+            open_tps = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
+            while open_tps and by_key:
+                batches = await consumer.getmany(*open_tps, timeout_ms=500)
+                for records in batches.values():
+                    for record in records:
+                        event_id = by_key.get(record.key or b"")
+                        # The id is in the raw JSON; decoding every recent event is not needed.
+                        if event_id is not None and f'"{event_id}"'.encode() in record.value:
+                            self.tracker.confirm_logged(wanted[event_id][0])
+                            del by_key[record.key]
+                open_tps = [tp for tp in open_tps if await consumer.position(tp) < ends[tp]]
+        finally:
+            await consumer.stop()
 
     async def _read_to_end(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
         end = (await consumer.end_offsets([tp]))[tp]
@@ -139,18 +212,30 @@ class LivenessLoop:
     def _feed_beats(self, records: list[ConsumerRecord]) -> None:
         for record in records:
             try:
-                beat = GatewayHeartbeat.model_validate_json(record.value or b"")
+                beat = decode_heartbeat(record.value or b"")
             except ValidationError:
                 self._metrics.bad_records.labels("heartbeats").inc()
                 log.warning("bad_heartbeat_record", offset=record.offset)
                 continue
-            self.tracker.on_heartbeat(beat)
+            if isinstance(beat, GatewayHeartbeat):
+                self.tracker.on_heartbeat(beat)
+            elif beat.source == self._options.instance and self.tracker.started:
+                self._on_probe(beat)
+
+    def _on_probe(self, probe: LogProbe) -> None:
+        received = self._clock()
+        stalls = self.tracker.log_stalls
+        self.tracker.on_probe(probe.sent_at, received)
+        self._metrics.log_probe_latency.observe(max(0, received - probe.sent_at) / 1000)
+        if self.tracker.log_stalls > stalls:
+            self._metrics.log_stalls.inc()
+            log.warning(
+                "log_stalled",
+                probe_latency_ms=received - probe.sent_at,
+                effect="loss-by-silence verdicts wait; fresh windows granted",
+            )
 
     async def _write(self, verdicts: list[Verdict]) -> None:
-        events = [v.event for v in verdicts if v.event is not None]
-        await self._writer.write(
-            self._kafka.events_topic, [(log_key(e), encode_event(e)) for e in events]
-        )
         await self._writer.write(
             self._kafka.presence_topic,
             [
@@ -158,9 +243,16 @@ class LivenessLoop:
                 for v in verdicts
             ],
         )
+        events = [v.event for v in verdicts if v.event is not None]
+        await self._writer.write(
+            self._kafka.events_topic, [(log_key(e), encode_event(e)) for e in events]
+        )
         written = self._clock()
         for verdict in verdicts:
             event = verdict.event
+            if verdict.reissued:
+                log.info("offline_reissued", attempt=verdict.liveness.attempt)
+                continue
             if isinstance(event, StudentOffline):
                 self._metrics.offline.labels(event.reason).inc()
                 if verdict.due_ms is not None:

@@ -45,3 +45,20 @@ class NotifierMetrics:
             ["topic"],
             registry=registry,
         )
+        self.log_probe_latency = Histogram(
+            "notifier_log_probe_latency_seconds",
+            "time for the notifier's own probe to come back through the heartbeat partition",
+            buckets=_LAG_BUCKETS,
+            registry=registry,
+        )
+        self.log_stalls = Counter(
+            "notifier_log_stalls_total",
+            "times the log was found stalled (loss-by-silence verdicts waited, windows renewed)",
+            registry=registry,
+        )
+        self.write_retries = Counter(
+            "notifier_write_retries_total",
+            "batches of verdicts or alerts Kafka had not taken in time, waited for or resent",
+            ["topic"],
+            registry=registry,
+        )

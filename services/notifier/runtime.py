@@ -3,8 +3,10 @@
 Startup: topics -> producer -> ops server -> liveness (presence + heartbeat replay) ->
 alerts (log group consumer) -> both loops run. ``stop()`` lets each loop finish its current
 batch (verdicts and alerts written, offsets committed), then consumers close, the producer
-flushes and stops, and the ops server goes last. A loop that fails (Kafka refused a write)
-stops the whole process: the restart redoes the work with the same event ids.
+flushes and stops, and the ops server goes last. A stalled log stops nothing: writes wait for
+it (services/notifier/writer.py); on shutdown a loop still waiting after ``write_timeout_s``
+is cancelled, and the restart redoes its work with the same event ids. A loop that fails for
+any other reason stops the whole process.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ class Notifier:
             )
             try:
                 self.ops_port = _bound_port(ops)
-                writer = Writer(producer, timeout_s=options.write_timeout_s)
+                writer = Writer(producer, self.metrics, timeout_s=options.write_timeout_s)
                 liveness = self._liveness = LivenessLoop(
                     kafka, options, writer, self.metrics, now_ms
                 )
@@ -109,9 +111,12 @@ class Notifier:
         stopping = asyncio.create_task(self._stopping.wait(), name="stopping")
         try:
             await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
-            # Whatever ended first, the others finish their batch and leave.
+            # Whatever ended first, the others finish their batch and leave, if the log lets them.
             self._stopping.set()
-            await asyncio.gather(*tasks)
+            await asyncio.wait(tasks, timeout=self.settings.notifier.write_timeout_s)
+            for loop_task in tasks:
+                if loop_task.done():
+                    loop_task.result()
         finally:
             for task in [*tasks, stopping]:
                 task.cancel()

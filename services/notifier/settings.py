@@ -38,6 +38,29 @@ class NotifierOptions(BaseModel):
     default_heartbeat_interval_s: float = Field(
         default=5.0, gt=0, description="for attempts whose connection record was compacted away"
     )
+    probe_interval_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="how often the notifier marks the heartbeat partition to see the log flow",
+    )
+    log_stall_s: float = Field(
+        default=1.0,
+        gt=0,
+        description=(
+            "a probe this late means the log stalled: verdicts inferred from silence wait, and"
+            " every gateway and student gets a fresh window once it flows again"
+        ),
+    )
+    flap_window_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="a close this soon after the attempt's last offline verdict waits the grace",
+    )
+    reemit_window_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="offline verdicts written this long before a restart re-issue their events",
+    )
     alerts: AlertThresholds = Field(default_factory=AlertThresholds, description="alert rules")
     alerts_lookback_s: float = Field(
         default=900.0,
@@ -61,7 +84,12 @@ class NotifierOptions(BaseModel):
         ),
     )
     write_timeout_s: float = Field(
-        default=10.0, gt=0, description="bound on Kafka accepting a batch of verdicts or alerts"
+        default=10.0,
+        gt=0,
+        description=(
+            "how long a write waits before it is logged and counted as slow; it keeps waiting"
+            " (a stalled log must not stop the notifier)"
+        ),
     )
     startup_timeout_s: float = Field(
         default=120.0, gt=0, description="bound on replaying presence and heartbeats on start"
@@ -76,6 +104,10 @@ class NotifierOptions(BaseModel):
             reconnect_grace_ms=round(self.reconnect_grace_s * 1000),
             batch_slack_ms=round(self.batch_slack_s * 1000),
             default_heartbeat_interval_ms=round(self.default_heartbeat_interval_s * 1000),
+            probe_interval_ms=round(self.probe_interval_s * 1000),
+            log_stall_ms=round(self.log_stall_s * 1000),
+            flap_window_ms=round(self.flap_window_s * 1000),
+            reemit_window_ms=round(self.reemit_window_s * 1000),
         )
 
 
