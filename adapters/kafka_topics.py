@@ -13,6 +13,11 @@ from aiokafka.errors import TopicAlreadyExistsError
 from adapters.settings import KafkaSettings
 
 
+def dead_letter_topic(topic: str) -> str:
+    """Where consumers of ``topic`` put aside records they cannot apply."""
+    return f"{topic}.dead-letters"
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
@@ -43,6 +48,13 @@ def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
             kafka.deliveries_topic,
             kafka.deliveries_partitions,
             {"cleanup.policy": "delete", "retention.ms": str(kafka.deliveries_retention_ms)},
+        ),
+        # Log records a consumer could not apply (adapters/dead_letters.py). Rare, and each
+        # one needs a person: kept as long as the log itself, one partition is plenty.
+        TopicSpec(
+            dead_letter_topic(kafka.events_topic),
+            1,
+            {"cleanup.policy": "delete", "retention.ms": str(kafka.events_retention_ms)},
         ),
     ]
 
@@ -85,7 +97,7 @@ async def ensure_topics(kafka: KafkaSettings) -> list[str]:
 
 
 async def delete_topics(kafka: KafkaSettings) -> None:
-    """Delete the four topics these settings name (tests and benchmarks clean up after
+    """Delete the topics these settings name (tests and benchmarks clean up after
     themselves: thousands of leftover partitions slow a single broker down)."""
     async with _admin(kafka) as admin:
         existing = set(await admin.list_topics())
