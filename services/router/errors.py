@@ -10,8 +10,9 @@
   - ``TopicMissing``: the presence topic disappeared from the cluster's metadata for more
     than 10 s (deleted); the worker stops instead of retrying forever.
 
-Undecodable log and presence records are not errors of the service: they are counted,
-logged and skipped.
+Undecodable presence records are not errors of the service: they are counted, logged and
+skipped. Log records routing cannot read are put aside on ``<log>.dead-letters``
+(``router_dead_letters_total``) and the partition goes on; commit failures are retried.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from adapters.group_reader import ReaderMetrics
+
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
@@ -19,7 +21,7 @@ class RouterMetrics:
         )
         self.bad_events = Counter(
             "router_bad_events",
-            "log records without a routable exam/attempt/type: counted, logged, skipped",
+            "log records without a routable exam/attempt/type: put aside as dead letters",
             registry=registry,
         )
         self.items = Counter(
@@ -68,4 +70,24 @@ class RouterMetrics:
         )
         self.rebalances = Counter(
             "router_rebalances", "partition assignments received", registry=registry
+        )
+        self.dead_letters = Counter(
+            "router_dead_letters",
+            "log records put aside on the dead-letter topic (alert on any increase)",
+            ["consumer", "reason"],
+            registry=registry,
+        )
+        self.commits = Counter("router_commits", "offset commits that landed", registry=registry)
+        self.commit_failures = Counter(
+            "router_commit_failures",
+            "offset commits that failed or timed out, retried (records are routed again)",
+            registry=registry,
+        )
+        self.fetch_errors = Counter(
+            "router_fetch_errors", "errors fetching the log, retried", registry=registry
+        )
+
+    def reader(self) -> ReaderMetrics:
+        return ReaderMetrics(
+            self.dead_letters, self.commits, self.commit_failures, self.fetch_errors
         )

@@ -3,53 +3,45 @@
 Start-up, in order (``RouterService.start``):
 1. the ops server (``/readyz`` answers 503 until step 3 is done);
 2. the presence topic is read whole, up to the end offsets seen at this moment
-   (``PresenceReader.catch_up``); no log event is routed before that, because the Faust
-   app that consumes the log is only started afterwards;
+   (``PresenceReader.catch_up``); no log event is routed before that, because the log
+   engine is only started afterwards;
 3. the log engine starts: it joins the consumer group ``router.app_id`` on the event log
    and routes batches; a background task keeps applying new presence records.
 
-Two engines consume the log with one contract (``router.engine``): ``aiokafka`` (default,
-``services.router.plain_log``: a group consumer whose fetches the broker holds up to
-``fetch_max_wait_ms`` to fill a batch) and ``faust`` (a Faust agent taking batches with
-``stream.noack_take``). Faust's consumer thread and per-message machinery cost about 3 times
-the CPU per event at a steady 1,000-2,000 events/s, which on a 2-core box running the whole
-stack is the difference between meeting the latency budget and not (docs/benchmarks.md).
-What follows describes the Faust engine; the plain one does the same with its own
-consumer, producer and acker.
+Two engines consume the log with one contract (``router.engine``, chosen in
+``services.router.engine.make_engine``; this module has no engine branches): ``aiokafka``
+(default, ``services.router.plain_log``: the shared group reader) and ``faust``
+(``services.router.faust_engine``). Each hands batches to ``route_records``, waits for
+their deliveries with ``await_deliveries`` and reports rebalances; records routing cannot
+read (``BadEvent``) go back to the engine, which puts them aside as dead letters.
 
 One asyncio lock orders everything that reads or changes the routing table and writes to
 the deliveries topic: routing a batch and producing its records, applying presence and
 producing ``WatchReady``, taking over partitions and re-announcing watches. All records
-go through the Faust app's one producer, so on a slot's partition every ``WatchReady`` sits
+go through the engine's one producer, so on a slot's partition every ``WatchReady`` sits
 after the deliveries of the events at or below its positions and before those above.
 
 Positions (``domain.routing.PartitionPositions``): on each assignment the start offset of
 each log partition is the group's committed offset, read from Kafka with the admin client
-(Faust seeks every assigned partition to exactly that offset; with nothing committed it
-is the partition's earliest offset, as ``consumer_auto_offset_reset="earliest"``); then
+(both engines seek every assigned partition to exactly that offset; with nothing committed
+it is the partition's earliest offset, as ``auto_offset_reset="earliest"``); then
 each routed batch records the last offset it routed per partition. On every assignment
 every live watch is confirmed again with the new positions, because a gateway waits for a
 ``WatchReady`` covering each log partition, and the worker that owned a partition before
 may have died before answering.
 
-At least once: the agent takes batches without acking them (``noack_take``); an acker task
-waits for each batch's delivery records to land and only then acks its events, and Faust
-commits acked offsets only (after flushing its producer). A delivery that fails stops the
-router before its events are acked. A restart routes again what was not committed;
-gateways drop repeats by seq.
+At least once: only offsets whose deliveries landed are committed; a delivery that fails
+stops the router first. A restart routes again what was not committed; gateways drop
+repeats by seq.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-import faust
-from faust.sensors.monitor import Monitor
 import structlog
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -66,9 +58,9 @@ from domain.routing import (
     WatchStarted,
 )
 from services.router.batches import BatchBuilder
+from services.router.engine import LogEngine, RoutedBatch, make_engine
 from services.router.errors import DeliveryFailed, RouterError, StartupFailed, TopicMissing
 from services.router.metrics import RouterMetrics
-from services.router.plain_log import PlainLogEngine, RoutedBatch
 from services.router.presence import PresenceEntry, PresenceReader
 from services.router.settings import RouterSettings
 
@@ -76,50 +68,6 @@ log = structlog.get_logger(__name__)
 
 _LAG_EVERY_S = 1.0
 _TOPIC_GONE_AFTER_S = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class _InFlight:
-    """A routed batch of the Faust agent and the events to ack once it landed."""
-
-    batch: RoutedBatch
-    events: list[Any]
-
-
-def _always(partition: int) -> bool:
-    return True
-
-
-class _QuietMonitor(Monitor):
-    """Faust's default sensor, minus its per-event bookkeeping.
-
-    It keeps statistics per message and per stream event (and asks the consumer thread for
-    the highwater of every message) that nothing here reads: the router exports its own
-    metrics. Skipping them saves a few percent of CPU per event.
-    """
-
-    logger = logging.getLogger("faust.quiet_monitor")  # under "faust", quiet by default
-
-    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
-        pass
-
-    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
-        return None
-
-    def on_stream_event_out(
-        self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
-    ) -> None:
-        pass
-
-    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
-        pass
-
-    def track_tp_end_offset(self, tp: Any, offset: int) -> None:
-        pass
-
-
-def faust_broker_url(bootstrap: str) -> str:
-    return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
 
 
 class RouterService:
@@ -137,12 +85,11 @@ class RouterService:
             settings.kafka, client_id=f"{self._opts.instance}-presence", metrics=self.metrics
         )
         self._admin: AIOKafkaAdminClient | None = None
-        self._app: faust.App | None = None
-        self._plain: PlainLogEngine | None = None
+        self._engine: LogEngine | None = None
         self._ops: web.AppRunner | None = None
         self._follow: asyncio.Task[None] | None = None
         self._caught_up = False
-        self._app_started = False
+        self._engine_started = False
         self._failed = asyncio.Event()
         self._lag_observed = 0.0
         self.failure: BaseException | None = None
@@ -168,17 +115,9 @@ class RouterService:
                 await self._admin.start()
         except TimeoutError as exc:
             raise StartupFailed("Kafka admin client could not connect") from exc
-        if self._opts.engine == "aiokafka":
-            self._plain = PlainLogEngine(self._settings, self)
-            await self._plain.start()
-        else:
-            self._app = self._build_app()
-            try:
-                async with asyncio.timeout(self._settings.kafka.request_timeout_s * 3):
-                    await self._app.start()
-            except TimeoutError as exc:
-                raise StartupFailed("the Faust app did not start (Kafka unreachable?)") from exc
-        self._app_started = True
+        self._engine = make_engine(self._settings, self, self.metrics.reader())
+        await self._engine.start()
+        self._engine_started = True
         self._follow = asyncio.create_task(self._follow_presence(), name="router-presence")
         log.info(
             "router started",
@@ -198,15 +137,11 @@ class RouterService:
             except Exception:  # noqa: BLE001 - already reported through self.failure
                 pass
             self._follow = None
-        if self._app is not None:
-            # Faust stops the agent, waits for its streams, flushes the producer, commits.
-            await self._app.stop()
-            self._app = None
-            self._app_started = False
-        if self._plain is not None:
-            await self._plain.stop()  # the same, without Faust
-            self._plain = None
-            self._app_started = False
+        if self._engine is not None:
+            # Stops consuming, lets in-flight deliveries land, commits, closes its clients.
+            await self._engine.stop()
+            self._engine = None
+            self._engine_started = False
         if self._admin is not None:
             await self._admin.close()
             self._admin = None
@@ -217,24 +152,19 @@ class RouterService:
         log.info("router stopped")
 
     async def wait(self) -> None:
-        """Return when the Faust app stops on its own; raise if the router failed."""
-        app, plain = self._app, self._plain
-        if app is not None:
-            stopped = asyncio.ensure_future(app.wait_until_stopped())
-        elif plain is not None:
-            stopped = asyncio.ensure_future(plain.wait_until_stopped())
-        else:
+        """Return when the engine stops on its own; raise if the router failed."""
+        engine = self._engine
+        if engine is None:
             raise RouterError("router not started")
-        done, pending = await asyncio.wait(
-            [stopped, asyncio.ensure_future(self._failed.wait())],
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        for task in pending:
-            task.cancel()
+        stopped = asyncio.ensure_future(engine.wait_until_stopped())
+        failed = asyncio.ensure_future(self._failed.wait())
+        await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
+        failed.cancel()
         if self.failure is not None:
+            stopped.cancel()
             raise self.failure
-        if app is not None and app.crashed:
-            raise RouterError(f"Faust app crashed: {app.crash_reason!r}")
+        if stopped.done():
+            stopped.result()
 
     @property
     def ops_address(self) -> tuple[str, int]:
@@ -245,11 +175,9 @@ class RouterService:
         return str(host), int(port)
 
     def ready(self) -> bool:
-        app, plain = self._app, self._plain
-        running = (app is not None and not app.should_stop) or (
-            plain is not None and plain.running
-        )
-        return self._caught_up and self._app_started and running and self.failure is None
+        engine = self._engine
+        running = engine is not None and engine.running
+        return self._caught_up and self._engine_started and running and self.failure is None
 
     def fail(self, exc: BaseException) -> None:
         if self.failure is None:
@@ -257,97 +185,7 @@ class RouterService:
             log.error("router failed", error=repr(exc))
         self._failed.set()
 
-    # -- Faust -------------------------------------------------------------------------------
-
-    def _build_app(self) -> faust.App:
-        kafka, opts = self._settings.kafka, self._opts
-        app = faust.App(
-            opts.app_id,
-            monitor=_QuietMonitor(),
-            broker=faust_broker_url(kafka.bootstrap),
-            broker_client_id=opts.instance,
-            autodiscover=False,
-            datadir=opts.data_dir,
-            store="memory://",
-            # Our topics are created by adapters.kafka_topics.ensure_topics, never by Faust;
-            # no leader topic and no tables, so Faust creates no topic of its own either.
-            topic_allow_declare=False,
-            topic_disable_leader=True,
-            table_standby_replicas=0,
-            web_enabled=False,
-            key_serializer="raw",
-            value_serializer="raw",
-            consumer_auto_offset_reset="earliest",
-            broker_commit_interval=opts.commit_interval_s,
-            stream_buffer_maxsize=opts.stream_buffer_maxsize,
-            # Revocation waits for in-flight batches: no event of a revoked partition is
-            # routed after the revoked signal (PartitionPositions relies on it).
-            stream_wait_empty=True,
-            producer_max_request_size=max(2 * opts.max_record_bytes, 1_048_576),
-            producer_request_timeout=opts.delivery_timeout_s,
-        )
-        topic = app.topic(
-            kafka.events_topic,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
-        app.agent(topic, name=f"{opts.app_id}.route", concurrency=1)(self._route_stream)
-        # mode's SignalHandlerT cannot be satisfied under mypy (even by a plain function).
-        app.on_partitions_assigned.connect(cast(Any, self._on_assigned))
-        app.on_partitions_revoked.connect(cast(Any, self._on_revoked))
-        app.finalize()
-        return app
-
-    async def _route_stream(self, stream: Any) -> None:
-        """The Faust agent: route each batch, hand its deliveries to the acker, go on.
-
-        ``noack_take`` rather than ``take_events``: Faust fills no batch while the agent
-        holds one, so the agent must not wait for deliveries to land; the acker task does,
-        and acks the batch's events (making their offsets committable) only then.
-        """
-        in_flight: asyncio.Queue[_InFlight] = asyncio.Queue(self._opts.batches_in_flight)
-        acker = asyncio.create_task(self._ack_batches(stream, in_flight), name="router-acker")
-        try:
-            async for events in stream.noack_take(
-                self._opts.batch_max_events, self._opts.batch_within_s
-            ):
-                if self.failure is not None:
-                    raise self.failure
-                try:
-                    batch = await self.route_records([e.message for e in events], _always)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    self.fail(exc)
-                    raise
-                await in_flight.put(_InFlight(batch, events))
-        finally:
-            # Let what is in flight land and be acked, so the final commit covers it.
-            try:
-                if self.failure is None and not acker.done():
-                    async with asyncio.timeout(self._opts.delivery_timeout_s):
-                        await in_flight.join()
-            except TimeoutError:
-                log.warning("deliveries still in flight at agent stop", batches=in_flight.qsize())
-            finally:
-                acker.cancel()
-
-    async def _ack_batches(self, stream: Any, in_flight: asyncio.Queue[_InFlight]) -> None:
-        try:
-            while True:
-                routed = await in_flight.get()
-                await self.await_deliveries(routed.batch.pending)
-                for event in routed.events:
-                    await stream.ack(event)
-                self.batch_landed(routed.batch)
-                in_flight.task_done()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.fail(exc)
-            raise
+    # -- routing (called by the engine) -----------------------------------------------------
 
     def batch_landed(self, batch: RoutedBatch) -> None:
         self.metrics.batch_seconds.observe(time.perf_counter() - batch.started)
@@ -359,7 +197,7 @@ class RouterService:
         started = time.perf_counter()
         builder = BatchBuilder(self._opts.max_record_bytes)
         last: dict[int, int] = {}
-        bad = 0
+        unroutable: list[tuple[Any, str]] = []
         routed = 0
         async with self._lock:
             targets_of = self.table.targets
@@ -372,13 +210,7 @@ class RouterService:
                 try:
                     head = EventHead.parse(raw)
                 except BadEvent as exc:
-                    bad += 1
-                    log.warning(
-                        "unroutable log record skipped",
-                        partition=partition,
-                        offset=offset,
-                        error=str(exc),
-                    )
+                    unroutable.append((message, str(exc)))  # the engine puts it aside
                     continue
                 targets = targets_of(head)
                 if targets is not NOBODY:
@@ -388,31 +220,27 @@ class RouterService:
                 self.positions.routed(partition, offset)
         metrics = self.metrics
         metrics.events.inc(routed)
-        if bad:
-            metrics.bad_events.inc(bad)
+        if unroutable:
+            metrics.bad_events.inc(len(unroutable))
         for kind, count in builder.item_counts.items():
             if count:
                 metrics.items.labels(kind).inc(count)
         metrics.batch_events.observe(routed)
         self._observe_lag(last)
-        return RoutedBatch(pending, last, started)
+        return RoutedBatch(pending, last, started, unroutable)
 
     async def _produce(self, builder: BatchBuilder) -> list[Awaitable[Any]]:
         """Append the batch's records to the producer, in order; their futures."""
         if not builder:
             return []
         topic = self._settings.kafka.deliveries_topic
-        plain, app = self._plain, self._app
-        if plain is None and app is None:
+        engine = self._engine
+        if engine is None:
             return []
         pending: list[Awaitable[Any]] = []
         size = 0
         for slot, record in builder.records():
-            # Both engines' producers are aiokafka underneath; only the call differs.
-            if plain is not None:
-                pending.append(await plain.producer.send(topic, record, partition=slot))
-            elif app is not None:
-                pending.append(await app.producer.send(topic, None, record, slot, None, None))
+            pending.append(await engine.send(topic, record, slot))
             size += len(record)
         self.metrics.records.inc(len(pending))
         self.metrics.record_bytes.inc(size)
@@ -435,31 +263,20 @@ class RouterService:
             raise DeliveryFailed(f"delivery record failed: {exc!r}") from exc
 
     def _observe_lag(self, last: dict[int, int]) -> None:
-        app, plain = self._app, self._plain
+        engine = self._engine
         now = time.monotonic()
-        if (app is None and plain is None) or now - self._lag_observed < _LAG_EVERY_S:
+        if engine is None or now - self._lag_observed < _LAG_EVERY_S:
             return
         self._lag_observed = now
-        topic = self._settings.kafka.events_topic
         for partition, offset in last.items():
             try:
-                if plain is not None:
-                    highwater = plain.highwater(partition)
-                else:
-                    assert app is not None
-                    highwater = app.consumer.highwater(TopicPartition(topic, partition))
+                highwater = engine.highwater(partition)
             except Exception:  # noqa: BLE001 - a metric must never break routing
                 continue
             if highwater is not None and highwater >= 0:
                 self.metrics.lag.labels(str(partition)).set(max(highwater - offset - 1, 0))
 
     # -- rebalances --------------------------------------------------------------------------
-
-    async def _on_assigned(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # Faust signal: (app, assigned: set[TP])
-        assigned: set[Any] = args[0]
-        topic = self._settings.kafka.events_topic
-        await self.partitions_assigned(sorted(tp.partition for tp in assigned if tp.topic == topic))
 
     async def partitions_assigned(self, mine: list[int]) -> None:
         self.metrics.rebalances.inc()
@@ -486,12 +303,6 @@ class RouterService:
         )
         await self.await_deliveries(pending)
 
-    async def _on_revoked(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # Faust signal: (app, revoked: set[TP])
-        revoked: set[Any] = args[0]
-        topic = self._settings.kafka.events_topic
-        await self.partitions_revoked([tp.partition for tp in revoked if tp.topic == topic])
-
     async def partitions_revoked(self, gone: list[int]) -> None:
         async with self._lock:
             self.positions.revoked(gone)
@@ -505,7 +316,7 @@ class RouterService:
             log.info("log partitions revoked", partitions=sorted(gone))
 
     async def _start_offsets(self, partitions: list[int]) -> dict[int, int]:
-        """First offset Faust reads per partition: committed, else earliest."""
+        """First offset the engine reads per partition: committed, else earliest."""
         if not partitions:
             return {}
         admin = self._admin
