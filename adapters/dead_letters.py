@@ -33,7 +33,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.kafka_clients import durable_producer, reader
-from adapters.kafka_topics import dead_letter_topic
+from adapters.kafka_topics import dead_letter_topic, partition_count
 from adapters.settings import CommonSettings, KafkaSettings
 
 Encoding = Literal["utf-8", "base64"]
@@ -171,19 +171,18 @@ async def read_record(
 
 async def read_letters(kafka: KafkaSettings, topic: str) -> list[DeadLetter]:
     """Every dead letter of ``topic`` so far, in partition order."""
+    name = dead_letter_topic(topic)
+    tps = [TopicPartition(name, p) for p in range(await partition_count(kafka, name))]
+    if not tps:
+        return []
     consumer = reader(kafka, client_id="dead-letters-show")
     letters: list[DeadLetter] = []
     try:
         async with asyncio.timeout(kafka.request_timeout_s * 3):
             await consumer.start()
-            partitions = consumer.partitions_for_topic(dead_letter_topic(topic)) or set()
-            tps = [TopicPartition(dead_letter_topic(topic), p) for p in sorted(partitions)]
-            if not tps:
-                return []
             consumer.assign(tps)
             ends = await consumer.end_offsets(tps)
-            for tp in tps:
-                consumer.seek_to_beginning(tp)
+            await consumer.seek_to_beginning(*tps)
             while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
                 fetched = await consumer.getmany(timeout_ms=200)
                 for records in fetched.values():

@@ -39,6 +39,11 @@ _CONDITION = (
     "attribute_not_exists(pk) OR (#attempt = :attempt AND #seq < :seq) OR #attempt_no > :attempt_no"
 )
 _CONDITION_NAMES = {"#attempt": "attempt", "#seq": "seq", "#attempt_no": "attempt_no"}
+# Client errors about the item itself. Anything else (throttling, auth, a missing table,
+# server errors) is the store's condition, not the item's: retried, readiness false.
+_ITEM_ERRORS = frozenset({"ValidationException", "SerializationException"})
+# DynamoDB numbers: magnitude up to 9.9999999999999999999999999999999999999E+125.
+_MAX_NUMBER = 1e126
 
 
 class StatusStoreUnavailable(Exception):
@@ -51,11 +56,15 @@ class PutOutcome:
 
     ``written``: the item now holds ``view``. ``refused``: the condition failed (replay,
     duplicate or later attempt); ``holder`` is the item as it is, when the store said.
-    ``failed``: nothing is known; retry it.
+    ``failed``: nothing is known; retry it (network, throttling, timeout, server error).
+    ``rejected``: DynamoDB refuses this item as such (``ValidationException``, e.g. a number
+    out of its range, or an item it cannot encode): retrying can never help, the caller
+    puts it aside. Each write is its own PutItem, so one rejected item never sinks its
+    neighbours in a flush.
     """
 
     view: StudentView
-    result: Literal["written", "refused", "failed"]
+    result: Literal["written", "refused", "failed", "rejected"]
     holder: StudentView | None = None
     error: str | None = None
 
@@ -220,7 +229,13 @@ class DynamoStatusStore:
     async def _put(self, view: StudentView) -> PutOutcome:
         try:
             return await self._call(lambda: self._put_blocking(view))
-        except (BotoCoreError, ClientError, TimeoutError, StatusStoreUnavailable) as exc:
+        except ClientError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            code = exc.response.get("Error", {}).get("Code")
+            return PutOutcome(view, "rejected" if code in _ITEM_ERRORS else "failed", error=error)
+        except (TypeError, ValueError) as exc:  # no DynamoDB encoding for a field
+            return PutOutcome(view, "rejected", error=f"{type(exc).__name__}: {exc}")
+        except (BotoCoreError, TimeoutError, StatusStoreUnavailable) as exc:
             return PutOutcome(view, "failed", error=f"{type(exc).__name__}: {exc}")
 
     def _put_blocking(self, view: StudentView) -> PutOutcome:
@@ -314,6 +329,9 @@ class InMemoryStatusStore:
             if self.unavailable:
                 outcomes.append(PutOutcome(view, "failed", error="unavailable"))
                 continue
+            if _out_of_range(view):
+                outcomes.append(PutOutcome(view, "rejected", error="ValidationException: Number overflow"))
+                continue
             key = item_key(view)
             stored = self.items.get(key)
             holder = None if stored is None else from_item(stored)
@@ -336,3 +354,11 @@ class InMemoryStatusStore:
     def _check(self) -> None:
         if self.unavailable:
             raise StatusStoreUnavailable("unavailable")
+
+
+def _out_of_range(view: StudentView) -> bool:
+    """What DynamoDB's own ValidationException says of numbers, for the fake."""
+    return any(
+        isinstance(v, float) and not (abs(v) < _MAX_NUMBER)
+        for v in view.model_dump().values()
+    )

@@ -96,6 +96,13 @@ async def ensure_topics(kafka: KafkaSettings) -> list[str]:
     return [spec.name for spec in missing]
 
 
+async def partition_count(kafka: KafkaSettings, topic: str) -> int:
+    """How many partitions ``topic`` has (0 if it does not exist)."""
+    async with _admin(kafka) as admin:
+        described = await admin.describe_topics([topic])
+    return sum(len(d["partitions"]) for d in described if d["error_code"] == 0)
+
+
 async def delete_topics(kafka: KafkaSettings) -> None:
     """Delete the topics these settings name (tests and benchmarks clean up after
     themselves: thousands of leftover partitions slow a single broker down)."""

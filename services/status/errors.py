@@ -7,7 +7,9 @@
     - ``FirstAttemptStoreUnavailable``: the DynamoDB first-attempt table.
   - ``StartupFailed``: Kafka, Redis or DynamoDB could not be reached at start.
 
-Undecodable log records are not errors of the service: they are counted and skipped.
+A record or item that can never be applied (it does not decode; DynamoDB rejects the item,
+e.g. a number out of its range) is not an error of the service: it is put aside on
+``<log>.dead-letters`` (``status_dead_letters_total``) and the partition goes on.
 """
 
 from __future__ import annotations

@@ -61,6 +61,10 @@ class StateCache:
         self._entries.move_to_end(key)
         return entry[1]
 
+    def partition_of(self, key: AttemptKey) -> int | None:
+        entry = self._entries.get(key)
+        return None if entry is None else entry[0]
+
     def put(self, key: AttemptKey, partition: int, state: AttemptState) -> None:
         self._entries[key] = (partition, state)
         self._entries.move_to_end(key)

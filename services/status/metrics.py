@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from adapters.group_reader import ReaderMetrics
+
 _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -17,7 +19,7 @@ class StatusMetrics:
         )
         self.undecodable = Counter(
             "status_undecodable_records",
-            "log records that failed to decode: counted, logged and skipped",
+            "log records that failed to decode: counted and put aside as dead letters",
             registry=registry,
         )
         self.state_changes = Counter(
@@ -54,7 +56,8 @@ class StatusMetrics:
         )
         self.dynamo_writes = Counter(
             "status_dynamo_writes",
-            "conditional DynamoDB writes by outcome (refused = replay, duplicate or later attempt)",
+            "conditional DynamoDB writes by outcome (refused = replay, duplicate or later"
+            " attempt; rejected = an invalid item, put aside)",
             ["outcome"],
             registry=registry,
         )
@@ -82,4 +85,13 @@ class StatusMetrics:
         self.kafka_errors = Counter(
             "status_kafka_errors", "errors from the log consumer, retried", registry=registry
         )
+        self.dead_letters = Counter(
+            "status_dead_letters",
+            "records or items put aside on the dead-letter topic (alert on any increase)",
+            ["consumer", "reason"],
+            registry=registry,
+        )
         self.ready = Gauge("status_ready", "1 when consuming and every store answers", registry=registry)
+
+    def reader(self) -> ReaderMetrics:
+        return ReaderMetrics(self.dead_letters, self.commits, self.commit_failures, self.kafka_errors)

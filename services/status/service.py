@@ -1,9 +1,11 @@
 """The status service runtime: the exam log folded into the Redis snapshot and DynamoDB.
 
-Two loops share the state, one asyncio task each:
-- consume: getmany -> decode -> load missing states from Redis -> fold -> one MULTI to
-  Redis (changed states + watermarks) -> stage the changed views for DynamoDB together
-  with the batch's offsets. Redis is written every batch: gateways wait on its watermarks.
+The log is read by ``adapters.group_reader.GroupReader`` (fetch, commits, rebalances, dead
+letters); this service is its batch handler. Two loops share the state:
+- consume (the reader's): getmany -> decode -> load missing states from Redis -> fold -> one
+  MULTI to Redis (changed states + watermarks) -> stage the changed views for DynamoDB with
+  the positions of their changes. Redis is written every batch: gateways wait on its
+  watermarks.
 - flush: every ``flush_interval_ms`` (or sooner when many items wait) take the oldest
   coalesced views, as many as the write budget allows (``dynamo_max_writes_per_s``), write
   them (conditional, in parallel in a thread pool), then commit the log up to the oldest
@@ -11,9 +13,17 @@ Two loops share the state, one asyncio task each:
   updates coalesce: at 10,000 students the budget, not the update rate, sets the write rate
   (DynamoDB's cost is per request; boto3's per-request CPU was half the service's).
 
-Offsets are committed only after both writes of every change they cover have landed; a store
-that fails is retried with backoff (nothing committed meanwhile, readiness false). A
-rebalance first drains everything (budget or not) and commits, then forgets the revoked
+Offsets are committed only after both writes of every change they cover have landed: the
+reader's ledger holds the commit at the handler's ``commit_floor``, the oldest change not yet
+in DynamoDB. Failures are of two kinds:
+- the store's (unavailable, throttled, timed out): retried with backoff, nothing committed
+  past it meanwhile, readiness false;
+- one record's or item's (it does not decode; DynamoDB rejects the item, e.g. "Number
+  overflow" for a score of 1e308): put aside on the dead-letter topic
+  (``status_dead_letters_total``), and the partition goes on; the commit passes it once the
+  letter is in Kafka. A rejected item is written alone (one PutItem per item), so its
+  neighbours in the flush land as usual.
+A rebalance first drains everything (budget or not) and commits, then forgets the revoked
 partitions' states.
 """
 
@@ -22,24 +32,25 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any, Literal, TypeVar
 
 import redis.asyncio as aioredis
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from adapters.dead_letters import DeadLetter, read_record
 from adapters.dynamo_store import DynamoStatusStore, StatusStore, StatusStoreUnavailable
-from adapters.kafka_clients import group_consumer
+from adapters.group_reader import Batch, GroupReader, ReaderFailed, ReaderOptions
 from adapters.kafka_topics import ensure_topics
 from adapters.ops_http import start_ops_server
 from adapters.snapshot_store import RedisSnapshotStore, SnapshotStore
-from domain.first_attempt import FirstAttemptBuffer, Position
+from domain.first_attempt import FirstAttemptBuffer, Position, item_key
 from domain.rate_limit import TokenBucket
 from schemas.events import decode_event
 from schemas.views import AttemptState, StudentView
@@ -83,9 +94,6 @@ class StatusService:
         self._flush_lock = asyncio.Lock()
         self._cache = StateCache(self._cfg.state_cache_size)
         self._buffer = FirstAttemptBuffer(memo_size=self._cfg.holder_memo_size)
-        # Consumed (Redis written) but not committed; the commit also waits for DynamoDB.
-        self._uncommitted: dict[TopicPartition, int] = {}
-        self._committed: dict[TopicPartition, int] = {}
         budget = self._cfg.dynamo_max_writes_per_s
         self._write_budget = (
             TokenBucket(rate=budget, burst=max(budget, 1.0), updated=time.monotonic())
@@ -95,7 +103,7 @@ class StatusService:
         self._healthy: dict[Store, bool] = {"redis": True, "dynamo": True, "kafka": True}
         self._started = False
         self._draining = False
-        self._consumer: AIOKafkaConsumer | None = None
+        self._reader: GroupReader | None = None
         # Injected stores (tests) are used as given; otherwise run() opens the real ones.
         self._snapshots: SnapshotStore | None = snapshots
         self._dynamo: StatusStore | None = dynamo
@@ -108,7 +116,8 @@ class StatusService:
         self._flush_wanted.set()
 
     def ready(self) -> bool:
-        ok = self._started and not self._stop.is_set() and all(self._healthy.values())
+        kafka_ok = self._reader is None or self._reader.healthy
+        ok = self._started and not self._stop.is_set() and all(self._healthy.values()) and kafka_ok
         self.metrics.ready.set(1 if ok else 0)
         return ok
 
@@ -143,33 +152,48 @@ class StatusService:
             )
             self._dynamo = store
 
-        consumer = group_consumer(
+        reader = GroupReader(
             kafka,
-            group_id=cfg.group_id,
-            client_id=cfg.client_id,
-            fetch_max_wait_ms=cfg.poll_timeout_ms,
-            fetch_min_bytes=cfg.fetch_min_bytes,
+            ReaderOptions(
+                name="status",
+                group_id=cfg.group_id,
+                client_id=cfg.client_id,
+                fetch_min_bytes=cfg.fetch_min_bytes,
+                fetch_max_wait_ms=cfg.poll_timeout_ms,
+                poll_timeout_ms=cfg.poll_timeout_ms,
+                max_records=cfg.max_batch_records,
+                # Each flush commits too; this only bounds how long a quiet log waits.
+                commit_interval_s=max(cfg.flush_interval_ms / 1000, 0.2),
+                batches_in_flight=1,
+                drain_timeout_s=cfg.drain_timeout_s,
+                retry_initial_s=cfg.retry_initial_s,
+                retry_max_s=cfg.retry_max_s,
+            ),
+            self,
+            self.metrics.reader(),
         )
-        consumer.subscribe([kafka.events_topic], listener=_Rebalance(self))
-        stack.push_async_callback(consumer.stop)
+        stack.push_async_callback(reader.close)
         try:
-            await ensure_topics(kafka)
             async with asyncio.timeout(kafka.request_timeout_s * 3):
-                await consumer.start()
-        except (KafkaError, OSError, TimeoutError) as exc:
+                await ensure_topics(kafka)
+            await reader.start()
+        except (KafkaError, OSError, TimeoutError, ReaderFailed) as exc:
             raise StartupFailed(f"Kafka at {kafka.bootstrap}: {exc}") from exc
-        self._consumer = consumer
+        self._reader = reader
 
     async def _serve(self) -> None:
-        consume = asyncio.create_task(self._consume_loop(), name="status-consume")
+        reader = self._log
+        consume = asyncio.create_task(reader.wait(), name="status-consume")
         flush = asyncio.create_task(self._flush_loop(), name="status-flush")
         stopped = asyncio.create_task(self._stop.wait(), name="status-stop")
         tasks = (consume, flush, stopped)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             self.request_stop()
-            # Let the last batch finish, then the last flush land and commit.
-            await asyncio.wait({consume}, timeout=self._cfg.drain_timeout_s)
+            # Let the last batch finish, then the last flush land; the reader's close (in
+            # run's exit stack) makes the final commit.
+            await reader.stop_fetching()
+            await reader.drain()
             self._draining = True
             self._flush_wanted.set()
             await asyncio.wait({flush}, timeout=self._cfg.drain_timeout_s)
@@ -181,36 +205,21 @@ class StatusService:
             if isinstance(result, Exception):
                 raise result
 
-    # -- consume ----------------------------------------------------------------------------
+    # -- consume (the reader's batch handler) -----------------------------------------------
 
-    async def _consume_loop(self) -> None:
-        consumer = self._kafka
-        cfg = self._cfg
-        while not self._stop.is_set():
-            try:
-                batch = await consumer.getmany(
-                    timeout_ms=cfg.poll_timeout_ms, max_records=cfg.max_batch_records
-                )
-            except KafkaError as exc:
-                self._set_health("kafka", False)
-                self.metrics.kafka_errors.inc()
-                log.warning("log consumer error, retrying", error=repr(exc))
-                await asyncio.sleep(cfg.retry_initial_s)
-                continue
-            self._set_health("kafka", True)
-            if batch:
-                async with self._batch_lock:
-                    await self._process(batch)
+    async def handle(self, batch: Batch) -> None:
+        async with self._batch_lock:
+            await self._process(batch)
 
-    async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+    def commit_floor(self) -> dict[int, int]:
+        return self._buffer.floor()
+
+    async def _process(self, batch: Batch) -> None:
         started = time.perf_counter()
-        assigned = self._kafka.assignment()
+        # Records fetched before a revocation we waited out belong to the next owner.
+        ours = {p for p in {r.partition for r in batch.records} if batch.keep(p)}
         records = [
-            self._decode(tp, message)
-            for tp, messages in batch.items()
-            # Records fetched before a revocation we waited out belong to the next owner.
-            if tp in assigned
-            for message in messages
+            self._decode(batch, message) for message in batch.records if message.partition in ours
         ]
         if not records:
             return
@@ -228,9 +237,6 @@ class StatusService:
             self._stage(state.view, position)
         for key, state in folded.changed.items():
             self._stage(state.view, folded.first_change.get(key))
-        topic = self.settings.kafka.events_topic
-        for partition, offset in folded.watermarks.items():
-            self._uncommitted[TopicPartition(topic, partition)] = offset + 1
         self._cache.trim()
         self.metrics.cached_states.set(len(self._cache))
         self.metrics.dynamo_pending.set(len(self._buffer))
@@ -240,20 +246,15 @@ class StatusService:
             self._flush_wanted.set()
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
-    def _decode(self, tp: TopicPartition, message: Any) -> LogRecord:
+    def _decode(self, batch: Batch, message: ConsumerRecord) -> LogRecord:
         try:
             event = decode_event(message.value)
         except (ValidationError, ValueError, TypeError) as exc:
+            # Put aside; it still advances the watermark (Redis has all there is of it).
             self.metrics.undecodable.inc()
-            log.warning(
-                "undecodable log record skipped",
-                topic=tp.topic,
-                partition=tp.partition,
-                offset=message.offset,
-                error=str(exc)[:300],
-            )
-            return LogRecord(tp.partition, message.offset, None)
-        return LogRecord(tp.partition, message.offset, event)
+            batch.dead_letter(message, "undecodable", str(exc))
+            return LogRecord(message.partition, message.offset, None)
+        return LogRecord(message.partition, message.offset, event)
 
     async def _load_missing(
         self, records: list[LogRecord]
@@ -314,13 +315,14 @@ class StatusService:
             self._flush_wanted.clear()
             last = time.monotonic()
             await self.flush()
-            if self._draining and not self._buffer and not self._uncommitted:
+            if self._draining and not self._buffer:
                 return
 
     async def flush(self, *, everything: bool = False) -> None:
         """Write the oldest staged views the budget allows (or all), then commit what is safe."""
         async with self._flush_lock:
-            if not self._buffer and not self._uncommitted:
+            if not self._buffer:
+                await self._commit()
                 return
             views = self._buffer.drain(None if everything else self._budgeted(len(self._buffer)))
             started = time.perf_counter()
@@ -332,7 +334,7 @@ class StatusService:
                 self._buffer.restage(views)
                 raise
             self._buffer.landed(views)
-            await self._commit(self._committable())
+            await self._commit()
             self.metrics.flush_seconds.observe(time.perf_counter() - started)
             self.metrics.dynamo_pending.set(len(self._buffer))
 
@@ -340,20 +342,6 @@ class StatusService:
         if self._write_budget is None or self._draining:
             return None
         return self._write_budget.take_up_to(waiting, time.monotonic())
-
-    def _committable(self) -> dict[TopicPartition, int]:
-        """Consumed offsets, held back to the oldest change not yet in DynamoDB."""
-        floor = self._buffer.floor()
-        offsets: dict[TopicPartition, int] = {}
-        for tp, consumed in list(self._uncommitted.items()):
-            committed = self._committed.get(tp, -1)
-            if consumed <= committed:
-                del self._uncommitted[tp]  # read again after a seek: already covered
-                continue
-            offset = min(consumed, floor.get(tp.partition, consumed))
-            if offset > committed:
-                offsets[tp] = offset
-        return offsets
 
     async def _write_first_attempts(self, views: list[StudentView]) -> None:
         store = self._first_attempt_store
@@ -366,6 +354,8 @@ class StatusService:
                 self.metrics.dynamo_writes.labels(outcome.result).inc()
                 if outcome.result == "failed":
                     failed.append(outcome.view)
+                elif outcome.result == "rejected":
+                    await self._put_aside(outcome.view, outcome.error or "rejected")
                 elif outcome.holder is not None:
                     self._buffer.note_holder(outcome.holder)
             if not failed:
@@ -383,54 +373,54 @@ class StatusService:
             delay = min(delay * 2, self._cfg.retry_max_s)
             todo = failed
 
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        if not offsets:
-            return
-        consumer = self._kafka
-        assigned = consumer.assignment()
-        for tp in [tp for tp in self._uncommitted if tp not in assigned]:
-            del self._uncommitted[tp]  # its next owner reads it again from its last commit
-        mine = {tp: offset for tp, offset in offsets.items() if tp in assigned}
-        if not mine:
-            return
-        try:
-            async with asyncio.timeout(self.settings.kafka.request_timeout_s):
-                await consumer.commit(mine)
-        except (CommitFailedError, IllegalStateError, KafkaError, TimeoutError) as exc:
-            # Uncommitted records are read again (here or by the partition's next owner);
-            # every write they cause is idempotent.
-            self.metrics.commit_failures.inc()
-            log.warning("offset commit failed", error=repr(exc), offsets=_printable(mine))
-            return
-        self.metrics.commits.inc()
-        for tp, offset in mine.items():
-            self._committed[tp] = offset
-            if self._uncommitted.get(tp) == offset:
-                del self._uncommitted[tp]
+    async def _commit(self) -> None:
+        if self._reader is not None:  # unit tests flush without a log
+            await self._reader.commit()
+
+    async def _put_aside(self, view: StudentView, error: str) -> None:
+        """DynamoDB will never take this item: a dead letter naming the log record that made
+        it (the state's last applied event), carrying the item; then it no longer holds the
+        commit. A restart re-reads nothing for it: the letter is the record of the loss."""
+        topic = self.settings.kafka.events_topic
+        partition = self._cache.partition_of((view.exam, view.attempt))
+        original = None
+        if partition is not None:
+            original = await read_record(
+                self.settings.kafka, topic, partition, view.seq, client_id=f"{self._cfg.client_id}-dlq"
+            )
+        key, value = original if original is not None else (view.attempt.encode(), None)
+        await self._log.put_aside(
+            DeadLetter.of(
+                topic=topic,
+                partition=-1 if partition is None else partition,
+                offset=view.seq,
+                key=key,
+                value=value,
+                consumer="status",
+                reason="store_rejected",
+                error=error,
+                item=view.model_dump(mode="json"),
+            )
+        )
+        log.error("DynamoDB rejected an item; put aside", item=item_key(view), error=error[:300])
 
     # -- rebalance --------------------------------------------------------------------------
 
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        revoked = set(revoked)
-        if not revoked:
-            return  # first join: nothing held yet
+    async def on_revoked(self, partitions: list[int]) -> None:
+        gone = set(partitions)
         async with self._batch_lock:
             try:
                 async with asyncio.timeout(self._cfg.drain_timeout_s):
-                    await self.flush(everything=True)
+                    await self.flush(everything=True)  # commits while they are still ours
             except TimeoutError:
                 # Whatever did not land is re-read by the next owner from the last commit,
                 # and the Redis-ahead rule re-sends it to DynamoDB.
-                log.warning("flush before rebalance timed out", partitions=_printable(revoked))
-            self._cache.forget_partitions({tp.partition for tp in revoked})
-            self._buffer.forget_partitions({tp.partition for tp in revoked})
-            for tp in revoked:
-                self._uncommitted.pop(tp, None)
-                self._committed.pop(tp, None)
-        log.info("partitions revoked", partitions=sorted(tp.partition for tp in revoked))
+                log.warning("flush before rebalance timed out", partitions=sorted(gone))
+            self._cache.forget_partitions(gone)
+            self._buffer.forget_partitions(gone)
 
-    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
+    async def on_assigned(self, partitions: list[int]) -> None:
+        pass  # states load from Redis on first sight
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -458,9 +448,9 @@ class StatusService:
             self.ready()
 
     @property
-    def _kafka(self) -> AIOKafkaConsumer:
-        assert self._consumer is not None, "run() opens the consumer"
-        return self._consumer
+    def _log(self) -> GroupReader:
+        assert self._reader is not None, "run() opens the log reader"
+        return self._reader
 
     @property
     def _snapshot_store(self) -> SnapshotStore:
@@ -473,25 +463,8 @@ class StatusService:
         return self._dynamo
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, service: StatusService) -> None:
-        self._service = service
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self._service.on_partitions_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self._service.on_partitions_assigned(assigned)
-
-
 def _jittered(delay: float) -> float:
     return delay * random.uniform(0.5, 1.0)
-
-
-def _printable(offsets: Iterable[TopicPartition] | dict[TopicPartition, int]) -> list[str]:
-    if isinstance(offsets, dict):
-        return [f"{tp.partition}:{offset}" for tp, offset in sorted(offsets.items())]
-    return [str(tp.partition) for tp in sorted(offsets)]
 
 
 def _bound_port(addresses: list[Any]) -> int | None:

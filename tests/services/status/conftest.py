@@ -141,9 +141,11 @@ def service_settings(settings: CommonSettings, **options: Any) -> Settings:
 
 
 @asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[StatusService]:
-    """The service as an asyncio task, ready (consuming, stores answering), stopped after."""
-    service = StatusService(settings)
+async def running(
+    settings: Settings, service: StatusService | None = None
+) -> AsyncIterator[StatusService]:
+    """The service (or one the test built) as an asyncio task, ready, stopped after."""
+    service = service if service is not None else StatusService(settings)
     task = asyncio.create_task(service.run(), name="status-under-test")
     try:
         await eventually(

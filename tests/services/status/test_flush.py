@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
-from aiokafka import TopicPartition
 
 from adapters.dynamo_store import InMemoryStatusStore, PutOutcome
 from adapters.snapshot_store import InMemorySnapshotStore
@@ -32,20 +31,18 @@ def view(student: str, seq: int) -> StudentView:
     return StudentView(exam="e", attempt=f"a-{student}", student=student, seq=seq)
 
 
-async def test_cancelled_flush_puts_views_and_offsets_back() -> None:
+async def test_cancelled_flush_puts_views_back_and_keeps_holding_the_commit() -> None:
     store = StuckStore()
     service = StatusService(Settings(), dynamo=store, snapshots=InMemorySnapshotStore())
-    service._stage(view("s1", 4))  # noqa: SLF001 - white-box: the flush's own bookkeeping
-    service._uncommitted = {TopicPartition("t", 0): 5}  # noqa: SLF001
+    service._stage(view("s1", 4), (0, 4))  # noqa: SLF001 - white-box: the flush's bookkeeping
     flush = asyncio.create_task(service.flush())
     await asyncio.wait_for(store.called.wait(), 5)
-    # Meanwhile the next batch staged a newer offset of the same partition.
-    service._uncommitted[TopicPartition("t", 0)] = 9  # noqa: SLF001
+    assert service.commit_floor() == {0: 4}, "in flight: still held"
     flush.cancel()
     with pytest.raises(asyncio.CancelledError):
         await flush
+    assert service.commit_floor() == {0: 4}
     assert service._buffer.drain() == [view("s1", 4)]  # noqa: SLF001
-    assert service._uncommitted == {TopicPartition("t", 0): 9}  # noqa: SLF001
 
 
 async def test_failed_writes_are_retried_until_they_land() -> None:

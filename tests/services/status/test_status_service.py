@@ -294,7 +294,8 @@ async def test_restart_resends_states_redis_got_ahead_of_dynamodb(
             await log.publish(*attempt_events(exam, f"a{n}", f"s{n}"))
         await eventually(lambda: caught_up(snapshots, log), what="Redis ahead")
     assert await table.scan_exam(exam) == []
-    assert await committed(crashed) == {}
+    # Held at the first unwritten change: the start of each partition.
+    assert set((await committed(crashed)).values()) <= {0}
 
     # Same group, DynamoDB reachable: the records come again, Redis already has their states.
     async with running(service_settings(settings)) as service:
