@@ -1,0 +1,692 @@
+"""One fault run: a fresh system on the fault instance, students and proctors under load, one
+fault injected and ended, then every property checked against the log.
+
+The harness reports, it does not abort: a violated property becomes a figure and an entry in
+``violations``; only a harness error (the system would not start) ends a run early, and even
+then the row is written with the error. The pytest wrapper (``test_faults.py``) asserts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from adapters.dynamo_store import DynamoStatusStore
+from adapters.kafka_topics import delete_topics, ensure_topics
+from adapters.settings import DynamoSettings, KafkaSettings, RedisSettings
+from adapters.snapshot_store import RedisSnapshotStore
+from adapters.tokens import ProctorIdentity, StudentIdentity, TokenCodec
+from simulator.clients import client_session
+from simulator.launcher import Cluster, Service, _die_with_parent
+from simulator.system import isolated_env
+from tests.faults.clients import FaultProctor, FaultStudent
+from tests.faults.infra import FaultInfra, InfraService
+from tests.faults.logcheck import LogReader, LogTruth, differences, row_view, summarise
+
+SECRET = "faults-secret-0123456789abcdef0123456789abcdef"
+
+
+# -- what a run looks like ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Size and pacing of one fault run."""
+
+    students: int = 200
+    exams: int = 4
+    quiet_every: int = 5  # every n-th student goes quiet after the warm-up (only heartbeats)
+    update_interval_s: float = 2.5  # mean gap between a busy student's updates
+    command_interval_s: float = 5.0  # mean gap between one proctor's commands
+    join_window_s: float = 4.0
+    warmup_s: float = 15.0
+    after_s: float = 20.0  # load kept up after the fault has ended
+    service_down_s: float = 5.0  # a killed service stays down this long before its restart
+    drain_bound_s: float = 60.0  # every sent event acknowledged within this, after the load
+    converge_bound_s: float = 60.0  # every view equal to the log within this, after the drain
+    heartbeat_interval_s: float = 5.0
+    events_partitions: int = 6
+    log_level: str = "INFO"
+
+
+LONG = Profile()
+CI = Profile(
+    students=40,
+    warmup_s=5.0,
+    after_s=6.0,
+    join_window_s=1.0,
+    service_down_s=3.0,
+    update_interval_s=2.0,
+    command_interval_s=3.0,
+    drain_bound_s=30.0,
+    converge_bound_s=30.0,
+)
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    label: str
+    kind: str  # kill-service | kafka-stall | kafka-kill | dynamodb-stall | redis-flushall
+    target: str = ""
+    duration_s: float = 0.0
+
+
+FAULTS: dict[str, Fault] = {
+    f.name: f
+    for f in (
+        Fault("gateway-kill", "gateway-0 SIGKILL, restarted", "kill-service", "gateway-0"),
+        Fault("router-kill", "router SIGKILL, restarted", "kill-service", "router"),
+        Fault("status-kill", "status SIGKILL, restarted", "kill-service", "status"),
+        Fault("notifier-kill", "notifier SIGKILL, restarted", "kill-service", "notifier"),
+        Fault("kafka-stall-6", "Kafka SIGSTOP 6 s", "kafka-stall", "kafka", 6.0),
+        Fault("kafka-stall-30", "Kafka SIGSTOP 30 s", "kafka-stall", "kafka", 30.0),
+        Fault("kafka-stall-90", "Kafka SIGSTOP 90 s", "kafka-stall", "kafka", 90.0),
+        Fault("kafka-kill", "Kafka SIGKILL, restarted", "kafka-kill", "kafka"),
+        Fault("dynamodb-stall-60", "DynamoDB Local SIGSTOP 60 s", "dynamodb-stall", "dynamodb", 60.0),
+        Fault("redis-flushall", "Redis FLUSHALL", "redis-flushall", "redis"),
+    )
+}
+LONG_SUITE = tuple(FAULTS)
+CI_SUITE = ("gateway-kill", "kafka-stall-6", "notifier-kill", "redis-flushall")
+
+
+@dataclass
+class Timeline:
+    """Monotonic times of the run's phases."""
+
+    started: float = 0.0
+    fault_start: float = 0.0
+    fault_end: float = 0.0
+    quiesced: float = 0.0
+    drained: float | None = None
+
+
+@dataclass
+class Views:
+    """When each view first matched the log, seconds after the drain (None: never)."""
+
+    converged_s: dict[str, float | None] = field(default_factory=dict)
+    last_wrong: dict[str, str] = field(default_factory=dict)
+
+
+# -- the system under test ----------------------------------------------------------------
+
+
+@dataclass
+class SourceCluster(Cluster):
+    """``Cluster`` whose services run from another checkout (``source``), e.g. a git worktree
+    of an older commit: its directory is the working directory and first on ``PYTHONPATH``."""
+
+    source: Path | None = None
+
+    async def _spawn(self, service: Service) -> None:
+        if self.source is None:
+            await super()._spawn(service)
+            return
+        env = {**os.environ, **service.env}
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(self.source), env.get("PYTHONPATH", "")) if p
+        )
+        log = service.log_path.open("ab")
+        try:
+            service.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                service.module,
+                env=env,
+                cwd=self.source,
+                stdout=log,
+                stderr=log,
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            log.close()
+
+
+class FaultRun:
+    def __init__(
+        self,
+        fault: Fault,
+        profile: Profile,
+        infra: FaultInfra,
+        *,
+        log_root: Path,
+        source: Path | None = None,
+        seed: int = 7,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        self.fault = fault
+        self.profile = profile
+        self.infra = infra
+        self.source = source
+        self.say = say
+        self.rng = random.Random(seed)
+        self.run_id = f"flt-{fault.name}-{uuid.uuid4().hex[:6]}"
+        self.kafka = KafkaSettings.for_run(
+            self.run_id,
+            bootstrap=infra.kafka_bootstrap,
+            events_partitions=profile.events_partitions,
+            deliveries_partitions=4,
+        )
+        self.redis = RedisSettings(url=infra.redis_url, key_prefix=f"{self.run_id}:")
+        self.dynamo = DynamoSettings(
+            endpoint=infra.dynamodb_endpoint, table=f"{self.run_id}-first-attempts"
+        )
+        self.log_dir = log_root / self.run_id
+        self.cluster: SourceCluster | None = None
+        self.students: list[FaultStudent] = []
+        self.proctors: list[FaultProctor] = []
+        self.times = Timeline()
+        self.views = Views()
+        self.notes: list[str] = []
+        self.driving = False
+        self.fresh_wrong: dict[str, str] = {}
+        self.fresh_checked = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **isolated_env(self.run_id, self.kafka, secret=SECRET),
+            **self.infra.service_env(),
+            "PROCTOR_REDIS__KEY_PREFIX": f"{self.run_id}:",
+            "PROCTOR_DYNAMO__TABLE": self.dynamo.table,
+            "PROCTOR_GATEWAY__HEARTBEAT_INTERVAL_S": str(self.profile.heartbeat_interval_s),
+            "PROCTOR_LOG_LEVEL": self.profile.log_level,
+        }
+
+    def _clients(self) -> None:
+        codec = TokenCodec(SECRET)
+        assert self.cluster is not None
+        urls = (self.cluster.gateway_url(0), self.cluster.gateway_url(1))
+        p = self.profile
+        for n in range(p.students):
+            exam = f"ex{n % p.exams}"
+            attempt, student = f"att{n:04d}", f"stu{n:04d}"
+            token = codec.issue(
+                StudentIdentity(role="student", sub=student, exam=exam, attempt=attempt,
+                                name=f"Student {n}")
+            )
+            self.students.append(
+                FaultStudent(
+                    name=attempt, urls=urls, first_url=n % 2, token=token,
+                    rng=random.Random(self.rng.random()), exam=exam, attempt=attempt,
+                )
+            )
+        # Exams 0 and 1 are watched from both gateways; exam 2 only from gateway 0, exam 3
+        # only from gateway 1, so a fresh subscription elsewhere reads the Redis snapshot.
+        layout = [(0, ("ex0", "ex1")), (1, ("ex0", "ex1")), (0, ("ex2",)), (1, ("ex3",))]
+        for i, (slot, exams) in enumerate(layout):
+            exams = tuple(e for e in exams if int(e[2:]) < p.exams)
+            token = codec.issue(ProctorIdentity(role="proctor", sub=f"proc{i}", exams=exams))
+            self.proctors.append(
+                FaultProctor(
+                    name=f"proc{i}", urls=urls, first_url=slot, token=token,
+                    rng=random.Random(self.rng.random()), exams=exams,
+                )
+            )
+
+    # -- load -----------------------------------------------------------------------------
+
+    async def _drive_student(self, student: FaultStudent, quiet: bool) -> None:
+        interval = self.profile.update_interval_s
+        await asyncio.sleep(student.rng.uniform(0, interval))
+        while self.driving:
+            if not (quiet and time.monotonic() > self.times.started + self.profile.warmup_s / 2):
+                await student.step()
+            await asyncio.sleep(interval * student.rng.uniform(0.5, 1.5))
+
+    async def _drive_proctor(self, proctor: FaultProctor) -> None:
+        interval = self.profile.command_interval_s
+        await asyncio.sleep(proctor.rng.uniform(0, interval))
+        while self.driving:
+            attempts = sorted(proctor.rows)
+            if attempts and proctor.connected:
+                attempt = proctor.rng.choice(attempts)
+                exam = proctor.rows[attempt]["exam"]
+                if proctor.rng.random() < 0.7:
+                    await proctor.command("message", exam, attempt=attempt, text="Eyes on the exam")
+                else:
+                    await proctor.command("extend", exam, attempt=attempt, seconds=60)
+            await asyncio.sleep(interval * proctor.rng.uniform(0.5, 1.5))
+
+    # -- the run --------------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        started = time.monotonic()
+        result: dict[str, Any] = {"fault": self.fault.name, "label": self.fault.label}
+        error: str | None = None
+        await ensure_topics(self.kafka)
+        self.cluster = SourceCluster(
+            env=self._env(), log_dir=self.log_dir, ready_timeout_s=90.0, source=self.source
+        )
+        try:
+            async with client_session() as http:
+                try:
+                    await self.cluster.start()
+                    self._clients()
+                    await self._connect(http)
+                    await self._load_with_fault()
+                    result |= await self._check()
+                except Exception as exc:  # a harness failure is reported in the row too
+                    error = f"{type(exc).__name__}: {exc}"
+                    self.say(f"  harness error: {error}")
+                finally:
+                    self.infra.resume_all()
+                    self.driving = False
+                    await self._stop_clients()
+        finally:
+            await self._teardown()
+        result["error"] = error
+        result["run_id"] = self.run_id
+        result["wall_s"] = round(time.monotonic() - started, 1)
+        result["notes"] = "; ".join(self.notes)
+        result["violations"] = violations(result)
+        return result
+
+    async def _connect(self, http: Any) -> None:
+        p = self.profile
+        self.times.started = time.monotonic()
+        for client in self.proctors:
+            self._tasks.append(asyncio.create_task(client.run(http)))
+        for i, student in enumerate(self.students):
+            self._tasks.append(asyncio.create_task(self._join(student, http, i)))
+        everyone: list[FaultStudent | FaultProctor] = [*self.students, *self.proctors]
+        deadline = time.monotonic() + p.join_window_s + 60
+        while time.monotonic() < deadline:
+            ready = all(c.connected for c in everyone) and all(
+                len(pr.subscribed) == len(pr.exams) for pr in self.proctors
+            )
+            if ready:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            missing = sum(not c.connected for c in everyone)
+            raise RuntimeError(f"{missing} clients not connected within {p.join_window_s + 60:.0f}s")
+        self.say(f"  {len(self.students)} students, {len(self.proctors)} proctors connected")
+
+    async def _join(self, student: FaultStudent, http: Any, index: int) -> None:
+        await asyncio.sleep(self.profile.join_window_s * index / max(1, len(self.students)))
+        await student.run(http)
+
+    async def _load_with_fault(self) -> None:
+        p = self.profile
+        self.driving = True
+        for n, student in enumerate(self.students):
+            quiet = p.quiet_every > 0 and n % p.quiet_every == p.quiet_every - 1
+            student.quiet = quiet
+            self._tasks.append(asyncio.create_task(self._drive_student(student, quiet)))
+        for proctor in self.proctors:
+            self._tasks.append(asyncio.create_task(self._drive_proctor(proctor)))
+        await asyncio.sleep(p.warmup_s)
+        self.say(f"  fault: {self.fault.label}")
+        self.times.fault_start = time.monotonic()
+        await self._inject()
+        self.times.fault_end = time.monotonic()
+        self.say(
+            f"  fault over after {self.times.fault_end - self.times.fault_start:.1f}s;"
+            f" load for {p.after_s:.0f}s more"
+        )
+        await asyncio.sleep(p.after_s)
+        self.driving = False
+        self.times.quiesced = time.monotonic()
+        await self._drain()
+
+    async def _inject(self) -> None:
+        fault, cluster, infra = self.fault, self.cluster, self.infra
+        assert cluster is not None
+        match fault.kind:
+            case "kill-service":
+                await cluster.kill(fault.target)
+                await asyncio.sleep(self.profile.service_down_s)
+                await cluster.start(fault.target)
+            case "kafka-stall" | "dynamodb-stall":
+                service: InfraService = "kafka" if fault.kind == "kafka-stall" else "dynamodb"
+                pid = infra.signal(service, signal.SIGSTOP)
+                try:
+                    await asyncio.sleep(fault.duration_s)
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+            case "kafka-kill":
+                pid = infra.signal("kafka", signal.SIGKILL)
+                await infra.wait_gone(pid)
+                restarted = time.monotonic()
+                await infra.up_async()
+                self.notes.append(f"Kafka back in {time.monotonic() - restarted:.1f}s")
+            case "redis-flushall":
+                client = aioredis.Redis.from_url(infra.redis_url)
+                try:
+                    await client.flushall()
+                finally:
+                    await client.aclose()
+            case _:
+                raise ValueError(f"unknown fault kind {fault.kind}")
+
+    async def _drain(self) -> None:
+        """Wait until every client has every event acknowledged (bounded)."""
+        deadline = self.times.quiesced + self.profile.drain_bound_s
+        clients: list[FaultStudent | FaultProctor] = [*self.students, *self.proctors]
+        while time.monotonic() < deadline:
+            if not any(c.unacked for c in clients):
+                self.times.drained = time.monotonic()
+                return
+            await asyncio.sleep(0.1)
+
+    # -- checks ---------------------------------------------------------------------------
+
+    async def _check(self) -> dict[str, Any]:
+        reader = LogReader(
+            self.infra.kafka_bootstrap, self.kafka.events_topic, self.kafka.events_partitions
+        )
+        await reader.start()
+        try:
+            await reader.catch_up()
+            await self._converge(reader)
+            await self._fresh_snapshots(reader.truth)
+            await reader.catch_up()
+            return self._figures(reader.truth)
+        finally:
+            await reader.close()
+
+    async def _converge(self, reader: LogReader) -> None:
+        """Poll every view until it equals the log's fold, or the bound passes."""
+        base = self.times.drained or time.monotonic()
+        deadline = base + self.profile.converge_bound_s
+        names = ("proctors", "redis", "dynamodb")
+        converged: dict[str, float | None] = dict.fromkeys(names)
+        store = DynamoStatusStore(self.dynamo, workers=2)
+        client = aioredis.Redis.from_url(self.infra.redis_url)
+        snapshots = RedisSnapshotStore(client, self.redis, topic=self.kafka.events_topic)
+        await store.open(create_table=False)
+        try:
+            while True:
+                await reader.catch_up()
+                truth = reader.truth
+                checks: dict[str, Callable[[LogTruth], Awaitable[dict[str, str]]]] = {
+                    "proctors": self._proctor_wrong,
+                    "redis": lambda t: self._redis_wrong(t, snapshots),
+                    "dynamodb": lambda t: self._dynamo_wrong(t, store),
+                }
+                for name, check in checks.items():
+                    try:
+                        wrong = await check(truth)
+                    except Exception as exc:  # a view that cannot be read is not converged
+                        wrong = {"*": f"unreadable: {type(exc).__name__}"}
+                    if wrong:
+                        converged[name] = None
+                        self.views.last_wrong[name] = summarise(wrong)
+                    elif converged[name] is None:
+                        converged[name] = time.monotonic() - base
+                        self.views.last_wrong.pop(name, None)
+                if all(v is not None for v in converged.values()) or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(1.0)
+        finally:
+            await store.close()
+            await client.aclose()
+        self.views.converged_s = converged
+
+    async def _proctor_wrong(self, truth: LogTruth) -> dict[str, str]:
+        wrong: dict[str, str] = {}
+        for proctor in self.proctors:
+            for exam in proctor.exams:
+                seen = {
+                    attempt: row_view(row)
+                    for attempt, row in proctor.rows.items()
+                    if row["exam"] == exam
+                }
+                if exam not in proctor.subscribed:
+                    wrong[f"{proctor.name}/{exam}"] = "missing: not subscribed"
+                    continue
+                for attempt, what in differences(truth.views(exam), seen).items():
+                    wrong[f"{proctor.name}/{attempt}"] = what
+        return wrong
+
+    async def _redis_wrong(self, truth: LogTruth, store: RedisSnapshotStore) -> dict[str, str]:
+        wrong: dict[str, str] = {}
+        for exam in self._exams():
+            states, _ = await store.read_exam(exam)
+            seen = {s.view.attempt: s.view for s in states}
+            wrong |= differences(truth.views(exam), seen)
+        return wrong
+
+    async def _dynamo_wrong(self, truth: LogTruth, store: DynamoStatusStore) -> dict[str, str]:
+        wrong: dict[str, str] = {}
+        for exam in self._exams():
+            seen = {view.attempt: view for view in await store.scan_exam(exam)}
+            wrong |= differences(truth.views(exam), seen)
+        return wrong
+
+    def _exams(self) -> list[str]:
+        return [f"ex{e}" for e in range(self.profile.exams)]
+
+    async def _fresh_snapshots(self, truth: LogTruth) -> None:
+        """A new proctor on a gateway with no live view of an exam: its snapshot comes from
+        Redis. It must equal the log (the gateway waits for the watermarks first)."""
+        assert self.cluster is not None
+        codec = TokenCodec(SECRET)
+        urls = (self.cluster.gateway_url(0), self.cluster.gateway_url(1))
+        async with client_session() as http:
+            for exam in self._exams():
+                watched = {
+                    p._url_index % 2 for p in self.proctors if exam in p.subscribed and p.connected
+                }
+                free = [slot for slot in (0, 1) if slot not in watched]
+                if not free:
+                    continue
+                token = codec.issue(ProctorIdentity(role="proctor", sub="fresh", exams=(exam,)))
+                fresh = FaultProctor(
+                    name="fresh", urls=urls, first_url=free[0], token=token,
+                    rng=random.Random(1), exams=(exam,),
+                )
+                task = asyncio.create_task(fresh.run(http))
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(20):
+                            while exam not in fresh.subscribed:
+                                await asyncio.sleep(0.05)
+                    if exam not in fresh.subscribed:
+                        self.fresh_wrong[f"{exam}/*"] = "missing: no snapshot"
+                    else:
+                        seen = {a: row_view(r) for a, r in fresh.rows.items()}
+                        self.fresh_wrong |= differences(truth.views(exam), seen)
+                    self.fresh_checked += 1
+                finally:
+                    await fresh.stop()
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+    def _figures(self, truth: LogTruth) -> dict[str, Any]:
+        t = self.times
+        clients: list[FaultStudent | FaultProctor] = [*self.students, *self.proctors]
+        acked = {i: s for c in clients for i, s in c.events.items() if s.acked_at is not None}
+        lost = sorted(set(acked) - set(truth.ids))
+        sends = {i: s.sends for c in clients for i, s in c.events.items()}
+        dups = truth.duplicates()
+        resent = {i: n for i, n in dups.items() if sends.get(i, 0) > 1}
+        other = {i: n for i, n in dups.items() if i not in resent}
+        dup_sources: Counter[str] = Counter(truth.sources.get(i, "?") for i in other)
+        open_attempts = {s.attempt for s in self.students if s.open_throughout}
+        false_offline = {v.attempt for v in truth.offline if v.attempt in open_attempts}
+        false_reasons = Counter(v.reason for v in truth.offline if v.attempt in open_attempts)
+        all_reasons = Counter(v.reason for v in truth.offline)
+        ack_times = sorted(s.acked_at for s in acked.values() if s.acked_at is not None)
+        after = [a for a in ack_times if a >= t.fault_end]
+        before_end = [
+            s for c in clients for s in c.events.values() if s.first_sent < t.fault_end
+        ]
+        backlog: float | None = None
+        if before_end and all(s.acked_at is not None for s in before_end):
+            last = max(s.acked_at for s in before_end if s.acked_at is not None)
+            backlog = max(0.0, last - t.fault_end)
+        window = [a for a in ack_times if t.fault_start <= a]
+        gaps = [b - a for a, b in zip([t.fault_start, *window], window, strict=False)]
+        errors: Counter[str] = Counter()
+        for client in clients:
+            errors.update(client.errors)
+        drops = sum(len(s.drops) for s in self.students)
+        comebacks = [r for s in self.students for r in s.reconnect_times()]
+        back = [r for r in comebacks if r is not None]
+        exited = self._exited()
+        unacked = sum(len(c.unacked) for c in clients)
+        converged = self.views.converged_s
+        figures: dict[str, Any] = {
+            "students": len(self.students),
+            "proctors": len(self.proctors),
+            "fault_s": round(t.fault_end - t.fault_start, 1),
+            "sent": sum(len(c.events) for c in clients),
+            "acked": len(acked),
+            "acked_lost": len(lost),
+            "acked_lost_sample": lost[:5],
+            "unacked_at_end": unacked,
+            "log_records": truth.records,
+            "dups": sum(n - 1 for n in dups.values()),
+            "dups_resent": sum(n - 1 for n in resent.values()),
+            "dups_unexplained": sum(n - 1 for n in other.values()),
+            "dups_unexplained_by_source": dict(dup_sources),
+            "false_offline": len(false_offline),
+            "false_offline_reasons": dict(false_reasons),
+            "open_throughout": len(open_attempts),
+            "offline_verdicts": dict(all_reasons),
+            "first_ack_after_fault_s": _round(after[0] - t.fault_end if after else None),
+            "backlog_acked_s": _round(backlog),
+            "longest_ack_gap_s": _round(max(gaps) if gaps else None),
+            "drained_s": _round(None if t.drained is None else t.drained - t.quiesced),
+            "converged_s": {k: _round(v) for k, v in converged.items()},
+            "converged_all_s": _round(
+                max(v for v in converged.values() if v is not None)
+                if converged and all(v is not None for v in converged.values())
+                else None
+            ),
+            "not_converged": dict(self.views.last_wrong),
+            "fresh_snapshot_exams": self.fresh_checked,
+            "fresh_snapshot_wrong": summarise(self.fresh_wrong) if self.fresh_wrong else "",
+            "student_drops": drops,
+            "reconnect_max_s": _round(max(back) if back else None),
+            "never_reconnected": comebacks.count(None),
+            "services_exited": exited,
+            "errors": dict(errors),
+            "proctor_resubscribes": sum(max(0, p.snapshots - len(p.exams)) for p in self.proctors),
+        }
+        self.notes.extend(_notes(figures))
+        return figures
+
+    def _exited(self) -> dict[str, int]:
+        """Services that died on their own (not the one the fault killed and restarted)."""
+        assert self.cluster is not None
+        return {
+            name: service.process.returncode
+            for name, service in self.cluster.services.items()
+            if service.process is not None and service.process.returncode is not None
+        }
+
+    # -- tear-down ------------------------------------------------------------------------
+
+    async def _stop_clients(self) -> None:
+        for client in [*self.students, *self.proctors]:
+            client.stopped = True
+        await asyncio.gather(
+            *(c.stop() for c in [*self.students, *self.proctors]), return_exceptions=True
+        )
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _teardown(self) -> None:
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                await self.cluster.stop_all()
+        with contextlib.suppress(Exception):
+            await delete_topics(self.kafka)
+        store = DynamoStatusStore(self.dynamo, workers=1)
+        with contextlib.suppress(Exception):
+            await store.open(create_table=False)
+            await store.delete_table()
+        with contextlib.suppress(Exception):
+            await store.close()
+        client = aioredis.Redis.from_url(self.infra.redis_url)
+        try:
+            with contextlib.suppress(Exception):
+                keys = [k async for k in client.scan_iter(match=f"{self.run_id}:*", count=1000)]
+                if keys:
+                    await client.delete(*keys)
+        finally:
+            await client.aclose()
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _notes(f: dict[str, Any]) -> list[str]:
+    notes: list[str] = []
+    if f["offline_verdicts"]:
+        verdicts = ", ".join(f"{n} {r}" for r, n in sorted(f["offline_verdicts"].items()))
+        notes.append(f"offline verdicts: {verdicts}")
+    if f["student_drops"]:
+        back = "never all" if f["never_reconnected"] else f"all within {f['reconnect_max_s']}s"
+        notes.append(f"{f['student_drops']} student sockets dropped, back {back}")
+    for name, code in sorted(f["services_exited"].items()):
+        notes.append(f"{name} exited ({code})")
+    if f["first_ack_after_fault_s"] is not None:
+        notes.append(f"first ack {f['first_ack_after_fault_s']}s after the fault")
+    if f["longest_ack_gap_s"] is not None and f["longest_ack_gap_s"] >= 2:
+        notes.append(f"no ack for {f['longest_ack_gap_s']}s")
+    if f["backlog_acked_s"] is None:
+        notes.append("events sent before the fault ended never all acked")
+    else:
+        notes.append(f"backlog acked {f['backlog_acked_s']}s after the fault")
+    if f["unacked_at_end"]:
+        notes.append(f"{f['unacked_at_end']} events never acked")
+    for name, what in sorted(f["not_converged"].items()):
+        notes.append(f"{name} not converged: {what}")
+    if f["fresh_snapshot_wrong"]:
+        notes.append(f"fresh snapshot: {f['fresh_snapshot_wrong']}")
+    if f["dups_resent"]:
+        notes.append(f"{f['dups_resent']} dups from client resends")
+    errors = {k: v for k, v in f["errors"].items() if k != "rate_limited" or v}
+    if errors:
+        notes.append("errors: " + ", ".join(f"{k} x{v}" for k, v in sorted(errors.items())))
+    return notes
+
+
+def violations(result: dict[str, Any]) -> list[str]:
+    """The properties of issue 9 that this run broke (empty: all held)."""
+    if result.get("error"):
+        return [f"harness error: {result['error']}"]
+    found: list[str] = []
+    if result["acked_lost"]:
+        found.append(f"{result['acked_lost']} acknowledged events missing from the log")
+    if result["dups_unexplained"]:
+        found.append(f"{result['dups_unexplained']} duplicate ids not from a client resend")
+    if result["false_offline"]:
+        found.append(f"{result['false_offline']} students offline with their socket open")
+    for name, code in sorted(result["services_exited"].items()):
+        found.append(f"{name} exited on its own ({code})")
+    if result["never_reconnected"]:
+        found.append(f"{result['never_reconnected']} dropped students never reconnected")
+    if result["unacked_at_end"]:
+        found.append(f"{result['unacked_at_end']} events never acknowledged")
+    for name, what in sorted(result["not_converged"].items()):
+        found.append(f"{name} not equal to the log: {what}")
+    if result["fresh_snapshot_wrong"]:
+        found.append(f"fresh snapshot not equal to the log: {result['fresh_snapshot_wrong']}")
+    return found

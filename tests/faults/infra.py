@@ -1,0 +1,197 @@
+"""The fault suite's own infrastructure instance: Kafka, DynamoDB Local and Redis started by
+``infra/stack`` under a separate directory and on separate ports.
+
+The suite stops, kills and flushes infrastructure processes, so it never touches the shared
+instance on the default ports that other tests use: every signal goes to a pid read from this
+instance's own pid files, and only after its command line has been checked to name this
+instance's configuration (directory or port). Settings, all from the environment:
+
+| variable | default |
+|---|---|
+| ``PROCTOR_FAULTS_LOCAL_DIR`` | ``<repo>/.local/faults`` (its ``cache`` is a symlink to ``.local/cache``) |
+| ``PROCTOR_FAULTS_KAFKA_PORT`` / ``_KAFKA_CONTROLLER_PORT`` | 29092 / 29093 |
+| ``PROCTOR_FAULTS_DYNAMODB_PORT`` | 28000 |
+| ``PROCTOR_FAULTS_REDIS_PORT`` | 26379 |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK = ROOT / "infra" / "stack"
+DEFAULT_PORTS = {19092, 19093, 18000, 16379}
+
+InfraService = Literal["kafka", "dynamodb", "redis"]
+
+
+class InfraError(RuntimeError):
+    """The fault instance could not be started, or a pid is not provably ours."""
+
+
+@dataclass(frozen=True)
+class FaultInfra:
+    local_dir: Path
+    kafka_port: int
+    kafka_controller_port: int
+    dynamodb_port: int
+    redis_port: int
+
+    @classmethod
+    def from_env(cls) -> FaultInfra:
+        env = os.environ
+        infra = cls(
+            local_dir=Path(env.get("PROCTOR_FAULTS_LOCAL_DIR", str(ROOT / ".local" / "faults"))),
+            kafka_port=int(env.get("PROCTOR_FAULTS_KAFKA_PORT", "29092")),
+            kafka_controller_port=int(env.get("PROCTOR_FAULTS_KAFKA_CONTROLLER_PORT", "29093")),
+            dynamodb_port=int(env.get("PROCTOR_FAULTS_DYNAMODB_PORT", "28000")),
+            redis_port=int(env.get("PROCTOR_FAULTS_REDIS_PORT", "26379")),
+        )
+        shared = DEFAULT_PORTS & infra.ports
+        if shared:
+            raise InfraError(f"fault instance ports {sorted(shared)} are the shared stack's")
+        if infra.local_dir.resolve() == (ROOT / ".local").resolve():
+            raise InfraError("the fault instance needs its own PROCTOR_FAULTS_LOCAL_DIR")
+        return infra
+
+    @property
+    def ports(self) -> set[int]:
+        return {self.kafka_port, self.kafka_controller_port, self.dynamodb_port, self.redis_port}
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def dynamodb_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.dynamodb_port}"
+
+    def stack_env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "PROCTOR_LOCAL_DIR": str(self.local_dir),
+            "PROCTOR_KAFKA_PORT": str(self.kafka_port),
+            "PROCTOR_KAFKA_CONTROLLER_PORT": str(self.kafka_controller_port),
+            "PROCTOR_DYNAMODB_PORT": str(self.dynamodb_port),
+            "PROCTOR_REDIS_PORT": str(self.redis_port),
+            "PROCTOR_KAFKA_HEAP_OPTS": os.environ.get(
+                "PROCTOR_FAULTS_KAFKA_HEAP_OPTS", "-Xms128m -Xmx768m"
+            ),
+            "PYTHON": sys.executable,
+        }
+
+    def service_env(self) -> dict[str, str]:
+        """What every proctoring service needs to use this instance instead of the shared one."""
+        return {
+            "PROCTOR_KAFKA__BOOTSTRAP": self.kafka_bootstrap,
+            "PROCTOR_REDIS__URL": self.redis_url,
+            "PROCTOR_DYNAMO__ENDPOINT": self.dynamodb_endpoint,
+        }
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def _link_cache(self) -> None:
+        """Reuse the shared instance's downloads (jars, Maven repository): nothing is fetched twice."""
+        self.local_dir.mkdir(parents=True, exist_ok=True)
+        cache = self.local_dir / "cache"
+        shared = ROOT / ".local" / "cache"
+        if not cache.exists() and not cache.is_symlink() and shared.is_dir():
+            cache.symlink_to(os.path.relpath(shared, self.local_dir))
+
+    def _stack(self, *args: str, timeout_s: float = 300.0) -> str:
+        result = subprocess.run(
+            [str(STACK), *args],
+            env=self.stack_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise InfraError(
+                f"infra/stack {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
+        return result.stdout
+
+    def up(self) -> str:
+        self._link_cache()
+        return self._stack("up")
+
+    def running(self) -> bool:
+        """All three services of this instance are up (``infra/stack status``)."""
+        result = subprocess.run(
+            [str(STACK), "status"], env=self.stack_env(), capture_output=True, timeout=60, check=False
+        )
+        return result.returncode == 0
+
+    def down(self) -> str:
+        return self._stack("down")
+
+    async def up_async(self) -> str:
+        return await asyncio.to_thread(self.up)
+
+    # -- our processes only ---------------------------------------------------------------
+
+    def pid(self, service: InfraService) -> int:
+        """The pid of this instance's ``service``, checked against its command line."""
+        path = self.local_dir / "run" / f"{service}.pid"
+        try:
+            pid = int(path.read_text().strip())
+        except (OSError, ValueError) as exc:
+            raise InfraError(f"no pid file for {service} at {path}") from exc
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError as exc:
+            raise InfraError(f"{service} pid {pid} is not running") from exc
+        marker = {
+            "kafka": str(self.local_dir.resolve() / "conf" / "kafka" / "server.properties"),
+            "dynamodb": f"-port {self.dynamodb_port}",
+            "redis": f"127.0.0.1:{self.redis_port}",
+        }[service]
+        if marker not in cmdline:
+            # redis-server rewrites its title to "redis-server 127.0.0.1:<port>".
+            raise InfraError(f"pid {pid} does not look like our {service} ({cmdline[:200]!r})")
+        return pid
+
+    def signal(self, service: InfraService, sig: signal.Signals) -> int:
+        pid = self.pid(service)
+        os.kill(pid, sig)
+        return pid
+
+    def resume_all(self) -> None:
+        """SIGCONT whatever of ours might be stopped (safe to call any time, e.g. on abort)."""
+        for service in ("kafka", "dynamodb", "redis"):
+            try:
+                self.signal(service, signal.SIGCONT)
+            except (InfraError, ProcessLookupError):
+                pass
+
+    async def wait_gone(self, pid: int, timeout_s: float = 10.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while Path(f"/proc/{pid}").exists():
+            state = _proc_state(pid)
+            if state in ("Z", "X", None):
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise InfraError(f"pid {pid} still alive after {timeout_s}s")
+            await asyncio.sleep(0.05)
+
+
+def _proc_state(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[0]
