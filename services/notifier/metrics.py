@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from adapters.group_reader import ReaderMetrics
+
 _LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -61,4 +63,26 @@ class NotifierMetrics:
             "batches of verdicts or alerts Kafka had not taken in time, waited for or resent",
             ["topic"],
             registry=registry,
+        )
+        self.dead_letters = Counter(
+            "notifier_dead_letters_total",
+            "log records put aside on the dead-letter topic (alert on any increase)",
+            ["consumer", "reason"],
+            registry=registry,
+        )
+        self.commits = Counter(
+            "notifier_commits_total", "alert consumer offset commits that landed", registry=registry
+        )
+        self.commit_failures = Counter(
+            "notifier_commit_failures_total",
+            "alert consumer offset commits that failed or timed out, retried (never fatal)",
+            registry=registry,
+        )
+        self.fetch_errors = Counter(
+            "notifier_fetch_errors_total", "errors fetching the log, retried", registry=registry
+        )
+
+    def reader(self) -> ReaderMetrics:
+        return ReaderMetrics(
+            self.dead_letters, self.commits, self.commit_failures, self.fetch_errors
         )
