@@ -1,0 +1,79 @@
+"""The group reader's commits: failures and timeouts are retried, never fatal (no broker:
+the consumer is a stand-in; the services' tests run the reader against the real Kafka)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
+from prometheus_client import CollectorRegistry, Counter
+
+from adapters.group_reader import Batch, GroupReader, ReaderMetrics, ReaderOptions
+from adapters.settings import KafkaSettings
+
+TOPIC = "log"
+
+
+class Handler:
+    async def handle(self, batch: Batch) -> None:
+        return None
+
+    async def on_assigned(self, partitions: list[int]) -> None:
+        pass
+
+    async def on_revoked(self, partitions: list[int]) -> None:
+        pass
+
+    def commit_floor(self) -> Mapping[int, int]:
+        return {}
+
+
+class StalledConsumer:
+    """Commits fail as a stalled broker makes them fail, then work."""
+
+    def __init__(self, *failures: BaseException) -> None:
+        self.failures = list(failures)
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition(TOPIC, 0)}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.commits.append(offsets)
+
+
+def metrics(registry: CollectorRegistry) -> ReaderMetrics:
+    return ReaderMetrics(
+        Counter("dead_letters", "", ["consumer", "reason"], registry=registry),
+        Counter("commits", "", registry=registry),
+        Counter("commit_failures", "", registry=registry),
+        Counter("fetch_errors", "", registry=registry),
+    )
+
+
+async def test_a_commit_that_times_out_or_fails_is_retried_by_the_next_one() -> None:
+    kafka = KafkaSettings(events_topic=TOPIC, request_timeout_s=0.2)
+    registry = CollectorRegistry()
+    options = ReaderOptions(name="t", group_id="g", client_id="c")
+    reader = GroupReader(kafka, options, Handler(), metrics(registry))
+    real = reader.consumer
+    stalled = StalledConsumer(TimeoutError(), KafkaConnectionError())
+    reader.consumer = stalled
+    reader.ledger.assign([0])
+    reader.ledger.landed(reader.ledger.take({0: (0, 41)}))
+    assert await reader.commit() is False
+    assert await reader.commit() is False
+    assert registry.get_sample_value("commit_failures_total") == 2
+    assert await reader.commit() is True
+    assert stalled.commits == [{TopicPartition(TOPIC, 0): 42}]
+    assert await reader.commit() is True  # nothing new: no request
+    assert len(stalled.commits) == 1
+    assert reader.failure is None
+    await reader.dead_letters.stop()  # never started; closes its clients
+    await real.stop()
+
+
