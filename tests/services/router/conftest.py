@@ -155,6 +155,12 @@ class Kafka:
         )
         await self.presence(connection_key(conn), record.model_dump_json().encode())
 
+    async def raw(self, topic: str, key: bytes, value: bytes) -> tuple[int, int]:
+        """Append a raw record (bypassing every schema); its partition and offset."""
+        async with asyncio.timeout(scaled(10)):
+            meta = await self._producer.send_and_wait(topic, value, key=key)
+        return meta.partition, meta.offset
+
     async def log(self, *events: ExamEvent, key: bytes | None = None) -> list[Logged]:
         """Append events to the log (all sent, then awaited) and say where they landed."""
         futures = []

@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from adapters.dead_letters import DeadLetter, read_letters
 from adapters.settings import CommonSettings
 from schemas.deliveries import ForProctors, WatchReady
 from schemas.events import log_key
@@ -365,3 +366,29 @@ async def test_router_stops_when_the_presence_topic_is_deleted(
         async with asyncio.timeout(scaled(40)):
             await service.wait()
     assert not service.ready()
+
+
+async def test_an_unroutable_record_is_put_aside_and_routing_goes_on(
+    settings: CommonSettings, kafka: Kafka, deliveries: Deliveries, routers: RouterRunner
+) -> None:
+    topic = settings.kafka.events_topic
+    await kafka.watch(1, "exam-p", "req-p")
+    await routers.start()
+    await eventually(lambda: deliveries.ready(1, "req-p"), within_s=30, what="WatchReady")
+    [before] = await kafka.log(status("exam-p", "att-p"))
+    partition, offset = await kafka.raw(topic, b"att-p", b"\x00 not json")
+    [after] = await kafka.log(status("exam-p", "att-p"))  # same partition, behind it
+    await eventually(
+        lambda: after.event.id in deliveries.event_ids(1), within_s=20, what="routed past it"
+    )
+    assert before.event.id in deliveries.event_ids(1)
+    letters: list[DeadLetter] = []
+    for _ in range(100):
+        letters = await read_letters(settings.kafka, topic)
+        if letters:
+            break
+        await asyncio.sleep(0.1)
+    [letter] = letters
+    assert (letter.partition, letter.offset) == (partition, offset)
+    assert (letter.consumer, letter.reason) == ("router", "unroutable")
+    assert letter.original_value() == b"\x00 not json"
