@@ -36,6 +36,7 @@ from services.gateway.connections import (
     CLOSE_UNAUTHORIZED,
     Connection,
     Hub,
+    reset,
 )
 from services.gateway.deliveries import DeliveryInbox
 from services.gateway.errors import Unavailable
@@ -310,4 +311,4 @@ async def _refuse(
             await ws.close(code=code, message=error.code.encode())
     except (ConnectionError, TimeoutError):
         if request.transport is not None:
-            request.transport.abort()
+            reset(request.transport)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 from collections import defaultdict
 
 import structlog
@@ -22,6 +24,8 @@ from services.gateway.metrics import GatewayMetrics
 log = structlog.get_logger(__name__)
 
 _ROWS: TypeAdapter[list[StudentView]] = TypeAdapter(list[StudentView])
+
+_RESET = struct.pack("ii", 1, 0)
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
@@ -97,10 +101,14 @@ class Connection:
     def abort(self) -> None:
         """Drop the socket now, unread data and all, unless it is already closing."""
         transport = self._transport
-        if transport is not None and not transport.is_closing():
+        if transport is None:
+            return
+        # "Closing" is not closed: a graceful close waits for queued bytes the peer will
+        # never read, so a closing transport that still holds data is aborted too.
+        if not transport.is_closing() or transport.get_write_buffer_size() > 0:
             self._metrics.aborted.inc()
             log.info("socket_aborted", conn=self.id, reason=self.close_reason)
-            transport.abort()
+            reset(transport)
 
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(ConnectionError, TimeoutError):
@@ -132,6 +140,19 @@ class Connection:
                 return
             except ConnectionError:
                 return
+
+
+def reset(transport: asyncio.Transport) -> None:
+    """Drop a connection at once: RST, and the kernel frees the bytes it still queued.
+
+    ``abort`` alone closes the socket, but the kernel then keeps it alive (FIN_WAIT) behind
+    its unsent bytes for as long as the peer keeps its window shut; linger 0 resets it.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+    transport.abort()
 
 
 class Hub:

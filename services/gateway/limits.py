@@ -63,15 +63,18 @@ class LogHealth:
     publish succeeds, late ones included. While stalled, one frame per ``probe_every_s``
     tries the log and every other frame is answered ``unavailable`` at once: without this a
     full producer buffer blocks each connection's read loop for a whole deadline per frame,
-    and the frames queued behind it wait minutes for an answer.
+    and the frames queued behind it wait minutes for an answer. The interval counts from
+    the last failure, so a probe that itself blocked for the whole deadline is not followed
+    straight away by another.
     """
 
     probe_every_s: float
     _stalled: bool = False
-    _last_probe: float = field(default=float("-inf"))
+    _next_probe: float = field(default=float("-inf"))
 
-    def failed(self) -> None:
+    def failed(self, now: float) -> None:
         self._stalled = True
+        self._next_probe = max(self._next_probe, now + self.probe_every_s)
 
     def succeeded(self) -> None:
         self._stalled = False
@@ -81,10 +84,10 @@ class LogHealth:
         return self._stalled
 
     def admit(self, now: float) -> bool:
-        """May a frame try the log at monotonic ``now``?"""
+        """May a frame try the log at monotonic (loop) time ``now``?"""
         if not self._stalled:
             return True
-        if now - self._last_probe >= self.probe_every_s:
-            self._last_probe = now
+        if now >= self._next_probe:
+            self._next_probe = now + self.probe_every_s
             return True
         return False

@@ -108,16 +108,17 @@ class Session:
             gateway=slot,
         )
         health = self._publisher.health
-        if not health.admit(asyncio.get_running_loop().time()):
+        loop = asyncio.get_running_loop()
+        if not health.admit(loop.time()):
             raise Unavailable("the event log is not taking events")
         try:
             async with asyncio.timeout(self._options.produce_timeout_s):
                 await (await self._publisher.publish([connected]))
         except TimeoutError as exc:
-            health.failed()
+            health.failed(loop.time())
             raise Unavailable("the event log did not answer") from exc
         except Unavailable:
-            health.failed()
+            health.failed(loop.time())
             raise
         health.succeeded()
         self._connection_record = StudentConnection(
@@ -297,7 +298,7 @@ class Session:
                 done = await self._publisher.publish(decision.events)
         except (TimeoutError, Unavailable):
             expiry.cancel()
-            health.failed()
+            health.failed(loop.time())
             if pending.answer():
                 self._unavailable(ack_id)
             return
@@ -305,7 +306,7 @@ class Session:
         def _acknowledge(result: asyncio.Future[None]) -> None:
             expiry.cancel()
             if result.cancelled() or result.exception() is not None:
-                health.failed()
+                health.failed(loop.time())
                 if pending.answer():
                     self._unavailable(ack_id)
                 return
@@ -323,7 +324,7 @@ class Session:
 
     def _expire(self, pending: PendingPublish, ack_id: str | None) -> None:
         if pending.answer():
-            self._publisher.health.failed()
+            self._publisher.health.failed(asyncio.get_running_loop().time())
             self._metrics.log_stalled.set(1)
             self._metrics.publish_deadline_missed.inc()
             self._unavailable(ack_id)

@@ -30,10 +30,12 @@ def test_a_stalled_log_admits_one_probe_per_interval_until_a_publish_succeeds() 
     health = LogHealth(probe_every_s=5.0)
     assert health.admit(0.0) and health.admit(0.1)
 
-    health.failed()
+    health.failed(10.0)  # a probe that blocked until its deadline counts from here
 
-    assert [health.admit(t) for t in (10.0, 10.1, 14.9, 15.0, 15.1)] == [
-        True, False, False, True, False
+    assert [health.admit(t) for t in (10.0, 14.9, 15.0, 15.1, 19.9, 20.0)] == [
+        False, False, True, False, False, True
     ]
+    health.failed(21.0)
+    assert not health.admit(25.9) and health.admit(26.0)
     health.succeeded()
-    assert health.admit(15.2) and health.admit(15.3)
+    assert health.admit(26.1) and health.admit(26.2)
