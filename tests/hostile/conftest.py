@@ -57,7 +57,9 @@ async def gateway(settings: CommonSettings) -> AsyncIterator[Gateway]:
 
 def student(attempt: str, **claims: Any) -> str:
     return CODEC.issue(
-        StudentIdentity(role="student", sub=f"stu-{attempt}", exam="exam1", attempt=attempt, **claims)
+        StudentIdentity(
+            role="student", sub=f"stu-{attempt}", exam="exam1", attempt=attempt, **claims
+        )
     )
 
 

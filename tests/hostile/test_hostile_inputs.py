@@ -310,7 +310,9 @@ async def test_connect_churn_is_refused_4429_before_anything_is_logged(
     await neighbour_is_acked(neighbour, "n-1", 1)
     await neighbour.close()
     connected = [
-        e for e in await read_log(settings) if e.type == "student.connected" and e.attempt == "att-c"
+        e
+        for e in await read_log(settings)
+        if e.type == "student.connected" and e.attempt == "att-c"
     ]
     assert len(connected) == 10
 
