@@ -13,6 +13,7 @@ EXPECTED_FILES = {
     "exam-event.v1.json",
     "presence-record.v1.json",
     "gateway-heartbeat.v1.json",
+    "log-probe.v1.json",
     "delivery-batch.v1.json",
     "client-frame.v1.json",
     "server-frame.v1.json",
