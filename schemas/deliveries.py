@@ -52,7 +52,23 @@ class WatchReady(_Frozen):
     positions: dict[int, int]
 
 
-DeliveryItem = Annotated[ForProctors | ForStudents | WatchReady, Field(discriminator="kind")]
+class RouterBeat(_Frozen):
+    """A router is alive and routing these log partitions to this slot (sent every second).
+
+    Written under the same lock as the deliveries, so it follows everything the router routed
+    before it. A gateway that hears no beat for a partition its proctors watch knows their
+    view is stale (router down, or the log stalled) and says so.
+    """
+
+    kind: Literal["router_beat"] = "router_beat"
+    router: Id
+    partitions: list[int] = Field(description="log partitions this router instance owns")
+    ts: int = Field(ge=0, le=100_000_000_000_000, description="when it was sent (epoch ms)")
+
+
+DeliveryItem = Annotated[
+    ForProctors | ForStudents | WatchReady | RouterBeat, Field(discriminator="kind")
+]
 
 
 class DeliveryBatch(_Frozen):

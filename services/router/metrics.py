@@ -86,6 +86,9 @@ class RouterMetrics:
         self.fetch_errors = Counter(
             "router_fetch_errors", "errors fetching the log, retried", registry=registry
         )
+        self.beats = Counter(
+            "router_beats", "RouterBeat records sent to gateway slots with watchers", registry=registry
+        )
 
     def reader(self) -> ReaderMetrics:
         return ReaderMetrics(

@@ -38,6 +38,7 @@ repeats by seq.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -57,6 +58,7 @@ from domain.routing import (
     RoutingTable,
     WatchStarted,
 )
+from schemas.deliveries import DeliveryBatch, RouterBeat
 from services.router.batches import BatchBuilder
 from services.router.engine import LogEngine, RoutedBatch, make_engine
 from services.router.errors import DeliveryFailed, RouterError, StartupFailed, TopicMissing
@@ -88,6 +90,7 @@ class RouterService:
         self._engine: LogEngine | None = None
         self._ops: web.AppRunner | None = None
         self._follow: asyncio.Task[None] | None = None
+        self._beats: asyncio.Task[None] | None = None
         self._caught_up = False
         self._engine_started = False
         self._failed = asyncio.Event()
@@ -119,6 +122,7 @@ class RouterService:
         await self._engine.start()
         self._engine_started = True
         self._follow = asyncio.create_task(self._follow_presence(), name="router-presence")
+        self._beats = asyncio.create_task(self._beat(), name="router-beats")
         log.info(
             "router started",
             group=self._opts.app_id,
@@ -128,6 +132,11 @@ class RouterService:
 
     async def stop(self) -> None:
         """Stop consuming, flush and commit, close; in reverse order of start."""
+        if self._beats is not None:
+            self._beats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beats
+            self._beats = None
         if self._follow is not None:
             self._follow.cancel()
             try:
@@ -276,6 +285,38 @@ class RouterService:
             if highwater is not None and highwater >= 0:
                 self.metrics.lag.labels(str(partition)).set(max(highwater - offset - 1, 0))
 
+    # -- liveness towards the gateways ------------------------------------------------------
+
+    async def _beat(self) -> None:
+        """Tell every slot with watchers which partitions this router routes, every second.
+
+        Best effort and never awaited: a beat that does not land is exactly what the gateway
+        should notice. Under the lock, so a beat follows the deliveries routed before it.
+        """
+        topic = self._settings.kafka.deliveries_topic
+        while True:
+            await asyncio.sleep(self._opts.beat_interval_s)
+            engine = self._engine
+            if engine is None:
+                continue
+            async with self._lock:
+                owned = sorted(self.positions.owned)
+                slots = sorted({watch.slot for watch in self.table.watches()})
+                if not owned or not slots:
+                    continue
+                beat = RouterBeat(
+                    router=self._opts.instance, partitions=owned, ts=time.time_ns() // 1_000_000
+                )
+                for slot in slots:
+                    record = DeliveryBatch(slot=slot, items=[beat]).model_dump_json().encode()
+                    try:
+                        sent = await engine.send(topic, record, slot)
+                    except Exception as exc:  # noqa: BLE001 - a beat must never stop routing
+                        log.warning("router_beat_not_sent", slot=slot, error=repr(exc))
+                        continue
+                    asyncio.ensure_future(sent).add_done_callback(_beat_landed)
+                    self.metrics.beats.inc()
+
     # -- rebalances --------------------------------------------------------------------------
 
     async def partitions_assigned(self, mine: list[int]) -> None:
@@ -384,3 +425,8 @@ class RouterService:
         if builder:
             self.metrics.watch_ready.inc(builder.item_counts["watch_ready"])
         await self.await_deliveries(pending)
+
+
+def _beat_landed(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("router_beat_lost", error=repr(future.exception()))

@@ -78,6 +78,14 @@ class RouterOptions(BaseModel):
     presence_catchup_timeout_s: float = Field(
         default=120.0, gt=0, description="bound on re-reading the presence topic at start"
     )
+    beat_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description=(
+            "how often the router tells each gateway with watchers which log partitions it"
+            " routes (RouterBeat): gateways flag their proctors' view stale without it"
+        ),
+    )
     commit_interval_s: float = Field(
         default=1.0, gt=0, description="how often routed log offsets are committed"
     )

@@ -21,7 +21,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from adapters.settings import CommonSettings
-from schemas.deliveries import DELIVERY_BATCH, DeliveryItem, ForProctors, ForStudents, WatchReady
+from schemas.deliveries import (
+    DELIVERY_BATCH,
+    DeliveryItem,
+    ForProctors,
+    ForStudents,
+    RouterBeat,
+    WatchReady,
+)
 from schemas.events import (
     EventSource,
     ExamEvent,
@@ -198,6 +205,10 @@ class Deliveries:
         self.by_slot: dict[int, list[DeliveryItem]] = {
             p: [] for p in range(kafka.deliveries_partitions)
         }
+        # Router liveness beats, kept apart: they come every second, whatever is routed.
+        self.beats: dict[int, list[RouterBeat]] = {
+            p: [] for p in range(kafka.deliveries_partitions)
+        }
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -222,7 +233,11 @@ class Deliveries:
                     assert record.value is not None
                     batch = DELIVERY_BATCH.validate_json(record.value)
                     assert batch.slot == tp.partition, "a record in another slot's partition"
-                    self.by_slot[tp.partition].extend(batch.items)
+                    for item in batch.items:
+                        if isinstance(item, RouterBeat):
+                            self.beats[tp.partition].append(item)
+                        else:
+                            self.by_slot[tp.partition].append(item)
 
     def proctor_items(self, slot: int, exam: str | None = None) -> list[ForProctors]:
         return [

@@ -392,3 +392,25 @@ async def test_an_unroutable_record_is_put_aside_and_routing_goes_on(
     assert (letter.partition, letter.offset) == (partition, offset)
     assert (letter.consumer, letter.reason) == ("router", "unroutable")
     assert letter.original_value() == b"\x00 not json"
+
+
+async def test_slots_with_watchers_hear_which_partitions_a_live_router_routes(
+    kafka: Kafka, deliveries: Deliveries, routers: RouterRunner
+) -> None:
+    await kafka.watch(1, "exam-a", "req-a")
+    await routers.start()
+    await eventually(lambda: deliveries.ready(1, "req-a"), within_s=30, what="WatchReady")
+    beats = await eventually(
+        lambda: deliveries.beats[1][-2:] if len(deliveries.beats[1]) >= 2 else None,
+        within_s=20,
+        what="two router beats on the watching slot",
+    )
+    assert all(set(beat.partitions) == ALL_PARTITIONS for beat in beats)
+    assert len({beat.router for beat in beats}) == 1
+    assert beats[1].ts > beats[0].ts
+    assert deliveries.beats[2] == [], "no beats where nobody watches"
+    # A stopped router stops beating: the gateway's cue that its proctors' view is stale.
+    await routers.stop()
+    heard = len(deliveries.beats[1])
+    await asyncio.sleep(2.5)
+    assert len(deliveries.beats[1]) == heard
