@@ -232,6 +232,17 @@ class UnsubscribedFrame(_Frame):
     exam: Id
 
 
+class ViewStatusFrame(_Frame):
+    """To proctors: the live view is stale (its router or the log is silent), or live again."""
+
+    type: Literal["view_status"] = "view_status"
+    live: bool
+    stale_partitions: list[int] = Field(
+        description="log partitions no router has routed to this gateway lately (empty: live)"
+    )
+    since: int | None = Field(default=None, description="epoch ms the view went stale")
+
+
 ServerFrame = Annotated[
     WelcomeFrame
     | AckFrame
@@ -240,7 +251,8 @@ ServerFrame = Annotated[
     | UpdatesFrame
     | EventsFrame
     | NoticeFrame
-    | UnsubscribedFrame,
+    | UnsubscribedFrame
+    | ViewStatusFrame,
     Field(discriminator="type"),
 ]
 SERVER_FRAME: TypeAdapter[ServerFrame] = TypeAdapter(ServerFrame)

@@ -170,6 +170,7 @@ class ProctorBot:
     received: list[Received] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    view_status: list[dict[str, Any]] = field(default_factory=list)
     acked: set[str] = field(default_factory=set)
     snapshots: int = 0
     out_of_order: int = 0
@@ -245,6 +246,8 @@ class ProctorBot:
                     self.events.extend(frame["events"])
                 case "ack":
                     self.acked.add(frame["id"])
+                case "view_status":
+                    self.view_status.append(frame)
                 case "error":
                     self.errors.append(frame)
                     if frame["code"] == "snapshot_timeout":

@@ -10,12 +10,20 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from adapters.tokens import StudentIdentity
-from schemas.deliveries import DELIVERY_BATCH, ForProctors, ForStudents, WatchReady
-from schemas.frames import NoticeFrame
-from services.gateway.connections import Hub
+from schemas.deliveries import (
+    DELIVERY_BATCH,
+    DeliveryItem,
+    ForProctors,
+    ForStudents,
+    RouterBeat,
+    WatchReady,
+)
+from schemas.frames import NoticeFrame, ViewStatusFrame
+from services.gateway.connections import Connection, Hub
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.publisher import now_ms
 from services.gateway.settings import GatewaySettings
+from services.gateway.view_health import ViewHealth
 from services.gateway.watches import Watches
 
 log = structlog.get_logger(__name__)
@@ -36,6 +44,11 @@ class DeliveryInbox:
         self._hub = hub
         self._watches = watches
         self._metrics = metrics
+        self._health = ViewHealth(
+            settings.kafka.events_partitions,
+            stale_after_ms=round(settings.gateway.view_stale_after_s * 1000),
+        )
+        self._told_stale: set[Connection] = set()
 
     async def start_at_end(self) -> None:
         """Position at the end before the gateway accepts anyone: only new deliveries matter,
@@ -47,6 +60,7 @@ class DeliveryInbox:
 
     async def run(self) -> None:
         while True:
+            self._check_view_health()
             try:
                 batches = await self._consumer.getmany(self._partition, timeout_ms=1000)
             except KafkaError as exc:
@@ -63,7 +77,32 @@ class DeliveryInbox:
                     continue
                 self._dispatch(batch.items)
 
-    def _dispatch(self, items: list[ForProctors | ForStudents | WatchReady]) -> None:
+    def _check_view_health(self) -> None:
+        """Tell watching proctors when their view turns stale or live (at most every second)."""
+        watchers = {conn for conns in self._hub.watchers.values() for conn in conns}
+        changed = self._health.check(now_ms(), watching=bool(watchers))
+        if changed is not None:
+            self._metrics.view_stale.set(0 if changed.live else 1)
+            if changed.live:
+                log.info("view_live")
+            else:
+                log.warning("view_stale", partitions=changed.stale_partitions)
+            self._told_stale.clear()
+            if changed.live:
+                self._send_all(watchers, changed)
+                return
+        status = self._health.status
+        if status is not None:
+            # Proctors who started watching while stale hear it too.
+            self._send_all(watchers - self._told_stale, status)
+            self._told_stale = watchers
+
+    @staticmethod
+    def _send_all(conns: set[Connection], frame: ViewStatusFrame) -> None:
+        for conn in conns:
+            conn.send(frame)
+
+    def _dispatch(self, items: list[DeliveryItem]) -> None:
         now = now_ms()
         for_proctors: list[ForProctors] = []
         for item in items:
@@ -79,6 +118,8 @@ class DeliveryInbox:
                     self._watches.on_events(for_proctors)
                     for_proctors = []
                     self._watches.on_ready(item)
+                case RouterBeat():
+                    self._health.on_beat(item.partitions, now)
         self._watches.on_events(for_proctors)
 
     def _to_students(self, item: ForStudents) -> None:

@@ -56,6 +56,11 @@ class GatewayMetrics:
         self.watched_exams = Gauge(
             "gateway_watched_exams", "exams with a live view here", registry=registry
         )
+        self.view_stale = Gauge(
+            "gateway_view_stale",
+            "1 while proctors here watch a view no router has beaten for (router or log down)",
+            registry=registry,
+        )
         self.publish_deadline_missed = Counter(
             "gateway_publish_deadline_missed_total",
             "event frames answered unavailable because Kafka missed publish_deadline_s",

@@ -41,6 +41,14 @@ class GatewayOptions(BaseModel):
     send_queue_frames: int = Field(default=2000, description="pending frames before cut-off")
     send_timeout_s: float = Field(default=10.0, description="a send slower than this cuts off")
     watch_timeout_s: float = Field(default=10.0, description="bound on the snapshot handshake")
+    view_stale_after_s: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "while proctors watch here, a log partition no RouterBeat named for this long makes"
+            " their view stale: they get view_status live=false, then live=true when it returns"
+        ),
+    )
     produce_timeout_s: float = Field(
         default=15.0, description="bound on recording a connection or presence change in Kafka"
     )

@@ -122,3 +122,24 @@ async def test_dashboard_reconnects_after_its_gateway_restarts(browser: BrowserC
     # And live updates flow again on the new connection.
     await student.evaluate("window.__setTabHidden(false)")
     await expect(card).to_have_attribute("data-state", "active", timeout=scaled(3) * MS)
+
+
+async def test_dashboard_says_when_its_view_is_stale_and_when_it_is_live(
+    browser: BrowserContext, system: System
+) -> None:
+    exam = "web-c"
+    dashboard = await open_dashboard(browser, system, exam, slot=1)
+    student = await open_exam(browser, system, exam, "web-c1", "Ada Lovelace")
+    card = dashboard.locator(tile("web-c1"))
+    await expect(card).to_have_attribute("data-state", "active", timeout=scaled(5) * MS)
+    banner = dashboard.get_by_test_id("view-stale")
+    await expect(banner).to_have_count(0)
+
+    await system.cluster.kill("router")
+    await expect(banner).to_be_visible(timeout=scaled(15) * MS)
+    await expect(banner).to_contain_text("Live updates paused")
+    await system.cluster.start("router")
+    await expect(banner).to_have_count(0, timeout=scaled(60) * MS)
+    # Live again for real: an update made now reaches the card.
+    await student.evaluate("window.__setTabHidden(true)")
+    await expect(card).to_have_attribute("data-state", "away", timeout=scaled(5) * MS)

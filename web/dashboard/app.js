@@ -147,6 +147,16 @@ function Connection() {
       data-subscribed=${conn.subscribed ? "1" : "0"} title=${conn.lastError || ""}>● ${label}</span>`;
 }
 
+function StaleView() {
+  const stale = conn.viewStale;
+  if (!stale) return null;
+  const since = stale.since ? new Date(stale.since).toLocaleTimeString() : "";
+  return html`<div class="stale" role="status" data-testid="view-stale">
+    Live updates paused since ${since}: the server is not receiving this exam's events
+    (${stale.stale_partitions.length} log partition(s)). Rows may be out of date; they catch up
+    by themselves when it returns.</div>`;
+}
+
 function Alerts() {
   if (!model.alerts.length) return null;
   const shown = model.alerts.slice(-6).reverse();
@@ -240,6 +250,7 @@ function App() {
       <${Connection} />
     </header>
     <${Toolbar} />
+    <${StaleView} />
     <${Alerts} />
     <${CommandLog} attempt=${undefined} />
     <main class="grid" data-testid="grid">

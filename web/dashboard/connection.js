@@ -22,6 +22,7 @@ export class ProctorConnection {
     this.nextRetryAt = null;
     this.ws = null;
     this.closedForGood = false;
+    this.viewStale = null; // {stale_partitions, since} while the server says the view is not live
   }
 
   start() {
@@ -86,6 +87,7 @@ export class ProctorConnection {
     switch (frame.type) {
       case "welcome":
         this.state = "open";
+        this.viewStale = null;
         this.proctor = frame.proctor?.proctor;
         this.exams = frame.proctor?.exams || [];
         this.stableTimer = setTimeout(() => (this.failures = 0), STABLE_AFTER_MS);
@@ -107,6 +109,10 @@ export class ProctorConnection {
       case "events":
         if (frame.exam === this.watching) this.model.applyEvents(frame.events);
         return;
+      case "view_status":
+        // The gateway hears no router for some of the log: rows may be out of date.
+        this.viewStale = frame.live ? null : frame;
+        break;
       case "ack":
         this._settle(frame.id, "acked", "recorded");
         break;
