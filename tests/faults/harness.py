@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from adapters.kafka_topics import delete_topics, ensure_topics
 from adapters.settings import DynamoSettings, KafkaSettings, RedisSettings
 from adapters.snapshot_store import RedisSnapshotStore
 from adapters.tokens import ProctorIdentity, StudentIdentity, TokenCodec
+from schemas.views import StudentView
 from simulator.clients import client_session
 from simulator.launcher import Cluster, Service, _die_with_parent
 from simulator.system import isolated_env
@@ -120,6 +121,7 @@ class Views:
     """When each view first matched the log, seconds after the drain (None: never)."""
 
     converged_s: dict[str, float | None] = field(default_factory=dict)
+    caught_up_s: dict[str, float | None] = field(default_factory=dict)
     last_wrong: dict[str, str] = field(default_factory=dict)
 
 
@@ -197,6 +199,7 @@ class FaultRun:
         self.fresh_wrong: dict[str, str] = {}
         self.fresh_checked = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._monitor: asyncio.Task[None] | None = None
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -271,13 +274,14 @@ class FaultRun:
         started = time.monotonic()
         result: dict[str, Any] = {"fault": self.fault.name, "label": self.fault.label}
         error: str | None = None
-        await ensure_topics(self.kafka)
         self.cluster = SourceCluster(
             env=self._env(), log_dir=self.log_dir, ready_timeout_s=90.0, source=self.source
         )
         try:
             async with client_session() as http:
                 try:
+                    await self.infra.up_async()  # a no-op unless an earlier fault left it down
+                    await ensure_topics(self.kafka)
                     await self.cluster.start()
                     self._clients()
                     await self._connect(http)
@@ -289,6 +293,7 @@ class FaultRun:
                 finally:
                     self.infra.resume_all()
                     self.driving = False
+                    await self._stop_monitor()
                     await self._stop_clients()
         finally:
             await self._teardown()
@@ -342,6 +347,7 @@ class FaultRun:
             f"  fault over after {self.times.fault_end - self.times.fault_start:.1f}s;"
             f" load for {p.after_s:.0f}s more"
         )
+        self._monitor = asyncio.create_task(self._watch_catch_up())
         await asyncio.sleep(p.after_s)
         self.driving = False
         self.times.quiesced = time.monotonic()
@@ -365,6 +371,7 @@ class FaultRun:
             case "kafka-kill":
                 pid = infra.signal("kafka", signal.SIGKILL)
                 await infra.wait_gone(pid)
+                await infra.wait_ports_closed("kafka")
                 restarted = time.monotonic()
                 await infra.up_async()
                 self.notes.append(f"Kafka back in {time.monotonic() - restarted:.1f}s")
@@ -397,6 +404,7 @@ class FaultRun:
         try:
             await reader.catch_up()
             await self._converge(reader)
+            await self._stop_monitor()
             await self._fresh_snapshots(reader.truth)
             await reader.catch_up()
             return self._figures(reader.truth)
@@ -407,24 +415,14 @@ class FaultRun:
         """Poll every view until it equals the log's fold, or the bound passes."""
         base = self.times.drained or time.monotonic()
         deadline = base + self.profile.converge_bound_s
-        names = ("proctors", "redis", "dynamodb")
-        converged: dict[str, float | None] = dict.fromkeys(names)
-        store = DynamoStatusStore(self.dynamo, workers=2)
-        client = aioredis.Redis.from_url(self.infra.redis_url)
-        snapshots = RedisSnapshotStore(client, self.redis, topic=self.kafka.events_topic)
-        await store.open(create_table=False)
-        try:
+        converged: dict[str, float | None] = dict.fromkeys(VIEWS)
+        async with ViewReader(self) as views:
             while True:
                 await reader.catch_up()
-                truth = reader.truth
-                checks: dict[str, Callable[[LogTruth], Awaitable[dict[str, str]]]] = {
-                    "proctors": self._proctor_wrong,
-                    "redis": lambda t: self._redis_wrong(t, snapshots),
-                    "dynamodb": lambda t: self._dynamo_wrong(t, store),
-                }
-                for name, check in checks.items():
+                truth = reader.truth.views()
+                for name in VIEWS:
                     try:
-                        wrong = await check(truth)
+                        wrong = differences(views.expected(name, truth), await views.read(name))
                     except Exception as exc:  # a view that cannot be read is not converged
                         wrong = {"*": f"unreadable: {type(exc).__name__}"}
                     if wrong:
@@ -436,41 +434,38 @@ class FaultRun:
                 if all(v is not None for v in converged.values()) or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(1.0)
-        finally:
-            await store.close()
-            await client.aclose()
         self.views.converged_s = converged
 
-    async def _proctor_wrong(self, truth: LogTruth) -> dict[str, str]:
-        wrong: dict[str, str] = {}
-        for proctor in self.proctors:
-            for exam in proctor.exams:
-                seen = {
-                    attempt: row_view(row)
-                    for attempt, row in proctor.rows.items()
-                    if row["exam"] == exam
-                }
-                if exam not in proctor.subscribed:
-                    wrong[f"{proctor.name}/{exam}"] = "missing: not subscribed"
-                    continue
-                for attempt, what in differences(truth.views(exam), seen).items():
-                    wrong[f"{proctor.name}/{attempt}"] = what
-        return wrong
+    async def _stop_monitor(self) -> None:
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._monitor
 
-    async def _redis_wrong(self, truth: LogTruth, store: RedisSnapshotStore) -> dict[str, str]:
-        wrong: dict[str, str] = {}
-        for exam in self._exams():
-            states, _ = await store.read_exam(exam)
-            seen = {s.view.attempt: s.view for s in states}
-            wrong |= differences(truth.views(exam), seen)
-        return wrong
-
-    async def _dynamo_wrong(self, truth: LogTruth, store: DynamoStatusStore) -> dict[str, str]:
-        wrong: dict[str, str] = {}
-        for exam in self._exams():
-            seen = {view.attempt: view for view in await store.scan_exam(exam)}
-            wrong |= differences(truth.views(exam), seen)
-        return wrong
+    async def _watch_catch_up(self) -> None:
+        """From the fault's end: how long until each view holds, for every attempt, at least
+        the state the log had when the fault ended (its seq or a later one)."""
+        reader = LogReader(
+            self.infra.kafka_bootstrap, self.kafka.events_topic, self.kafka.events_partitions
+        )
+        caught: dict[str, float | None] = dict.fromkeys(VIEWS)
+        self.views.caught_up_s = caught
+        try:
+            await reader.start()
+            await reader.catch_up()
+            target = reader.truth.views()
+            async with ViewReader(self) as views:
+                while any(v is None for v in caught.values()):
+                    for name in VIEWS:
+                        if caught[name] is not None:
+                            continue
+                        with contextlib.suppress(Exception):
+                            late = behind(views.expected(name, target), await views.read(name))
+                            if not late:
+                                caught[name] = time.monotonic() - self.times.fault_end
+                    await asyncio.sleep(0.5)
+        finally:
+            await reader.close()
 
     def _exams(self) -> list[str]:
         return [f"ex{e}" for e in range(self.profile.exams)]
@@ -568,12 +563,10 @@ class FaultRun:
             "backlog_acked_s": _round(backlog),
             "longest_ack_gap_s": _round(max(gaps) if gaps else None),
             "drained_s": _round(None if t.drained is None else t.drained - t.quiesced),
+            "caught_up_s": {k: _round(v) for k, v in self.views.caught_up_s.items()},
+            "caught_up_all_s": _round(_all(self.views.caught_up_s)),
             "converged_s": {k: _round(v) for k, v in converged.items()},
-            "converged_all_s": _round(
-                max(v for v in converged.values() if v is not None)
-                if converged and all(v is not None for v in converged.values())
-                else None
-            ),
+            "converged_all_s": _round(_all(converged)),
             "not_converged": dict(self.views.last_wrong),
             "fresh_snapshot_exams": self.fresh_checked,
             "fresh_snapshot_wrong": summarise(self.fresh_wrong) if self.fresh_wrong else "",
@@ -632,6 +625,73 @@ class FaultRun:
             await client.aclose()
 
 
+VIEWS = ("proctors", "redis", "dynamodb")
+
+
+class ViewReader:
+    """Reads each view of a run as {key: StudentView}; proctors' keys are ``proctor/attempt``."""
+
+    def __init__(self, run: FaultRun) -> None:
+        self._run = run
+        self._store = DynamoStatusStore(run.dynamo, workers=2)
+        self._client = aioredis.Redis.from_url(run.infra.redis_url)
+        self._snapshots = RedisSnapshotStore(
+            self._client, run.redis, topic=run.kafka.events_topic
+        )
+
+    async def __aenter__(self) -> ViewReader:
+        await self._store.open(create_table=False)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._store.close()
+        await self._client.aclose()
+
+    async def read(self, name: str) -> dict[str, StudentView]:
+        if name == "proctors":
+            return self._proctors()
+        seen: dict[str, StudentView] = {}
+        for exam in self._run._exams():
+            if name == "redis":
+                states, _ = await self._snapshots.read_exam(exam)
+                seen |= {s.view.attempt: s.view for s in states}
+            else:
+                seen |= {v.attempt: v for v in await self._store.scan_exam(exam)}
+        return seen
+
+    def _proctors(self) -> dict[str, StudentView]:
+        seen: dict[str, StudentView] = {}
+        for proctor in self._run.proctors:
+            for attempt, row in proctor.rows.items():
+                if row["exam"] in proctor.subscribed:
+                    seen[f"{proctor.name}/{attempt}"] = row_view(row)
+        return seen
+
+    def expected(self, name: str, truth: dict[str, StudentView]) -> dict[str, StudentView]:
+        if name != "proctors":
+            return truth
+        return {
+            f"{proctor.name}/{attempt}": view
+            for proctor in self._run.proctors
+            for attempt, view in truth.items()
+            if view.exam in proctor.exams
+        }
+
+
+def behind(target: dict[str, StudentView], seen: dict[str, StudentView]) -> list[str]:
+    """Keys whose view is missing or holds an older state (lower seq) than ``target``."""
+    return [
+        key for key, view in target.items() if key not in seen or seen[key].seq < view.seq
+    ]
+
+
+def _all(times: dict[str, float | None]) -> float | None:
+    """The last of the views to get there, or None if one never did."""
+    if not times or any(v is None for v in times.values()):
+        return None
+    return max(v for v in times.values() if v is not None)
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
@@ -646,6 +706,12 @@ def _notes(f: dict[str, Any]) -> list[str]:
         notes.append(f"{f['student_drops']} student sockets dropped, back {back}")
     for name, code in sorted(f["services_exited"].items()):
         notes.append(f"{name} exited ({code})")
+    caught = f["caught_up_s"]
+    if caught:
+        notes.append(
+            "caught up after the fault: "
+            + ", ".join(f"{k} {'never' if v is None else f'{v}s'}" for k, v in caught.items())
+        )
     if f["first_ack_after_fault_s"] is not None:
         notes.append(f"first ack {f['first_ack_after_fault_s']}s after the fault")
     if f["longest_ack_gap_s"] is not None and f["longest_ack_gap_s"] >= 2:
@@ -662,6 +728,9 @@ def _notes(f: dict[str, Any]) -> list[str]:
         notes.append(f"fresh snapshot: {f['fresh_snapshot_wrong']}")
     if f["dups_resent"]:
         notes.append(f"{f['dups_resent']} dups from client resends")
+    if f["dups_unexplained"]:
+        sources = ", ".join(f"{n} {s}" for s, n in sorted(f["dups_unexplained_by_source"].items()))
+        notes.append(f"duplicate ids written by: {sources}")
     errors = {k: v for k, v in f["errors"].items() if k != "rate_limited" or v}
     if errors:
         notes.append("errors: " + ", ".join(f"{k} x{v}" for k, v in sorted(errors.items())))

@@ -17,6 +17,7 @@ instance's configuration (directory or port). Settings, all from the environment
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -178,6 +179,20 @@ class FaultInfra:
             except (InfraError, ProcessLookupError):
                 pass
 
+    async def wait_ports_closed(self, service: InfraService, timeout_s: float = 30.0) -> None:
+        """A SIGKILLed JVM's thread-group leader is a zombie before its other threads (and
+        their listening sockets) are gone; ``infra/stack up`` refuses a port still open."""
+        ports = {
+            "kafka": (self.kafka_port, self.kafka_controller_port),
+            "dynamodb": (self.dynamodb_port,),
+            "redis": (self.redis_port,),
+        }[service]
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while any([await _accepts(port) for port in ports]):
+            if asyncio.get_running_loop().time() > deadline:
+                raise InfraError(f"{service} ports {ports} still open after {timeout_s}s")
+            await asyncio.sleep(0.1)
+
     async def wait_gone(self, pid: int, timeout_s: float = 10.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout_s
         while Path(f"/proc/{pid}").exists():
@@ -187,6 +202,18 @@ class FaultInfra:
             if asyncio.get_running_loop().time() > deadline:
                 raise InfraError(f"pid {pid} still alive after {timeout_s}s")
             await asyncio.sleep(0.05)
+
+
+async def _accepts(port: int) -> bool:
+    try:
+        async with asyncio.timeout(1.0):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 def _proc_state(pid: int) -> str | None:

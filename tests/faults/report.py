@@ -5,19 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 
+def _flat(text: str) -> str:
+    return " ".join(text.split()).replace("|", "/")
+
+
 def _s(value: float | None) -> str:
     return "—" if value is None else f"{value:g} s"
 
 
 def converged_cell(row: dict[str, Any]) -> str:
+    """Seconds after the fault until every view held the log's state at the fault's end;
+    **no** when a view still differed from the log after the load (and the drain) ended."""
     if row.get("error"):
         return "—"
     per = row.get("converged_s", {})
-    if row.get("converged_all_s") is not None:
-        text = _s(row["converged_all_s"])
-    else:
-        bad = [name for name, at in per.items() if at is None]
+    bad = [name for name, at in per.items() if at is None]
+    if bad:
         text = "**no**: " + ", ".join(bad)
+    elif row.get("caught_up_all_s") is not None:
+        text = _s(row["caught_up_all_s"])
+    else:
+        text = f"after the load ({_s(row.get('converged_all_s'))})"
     if row.get("fresh_snapshot_wrong"):
         text += "; **fresh snapshot wrong**"
     return text
@@ -40,7 +48,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         if row.get("error"):
             lines.append(
-                f"| {row['label']} | — | — | — | — | — | harness error: {row['error']} |"
+                f"| {row['label']} | — | — | — | — | — | harness error: {_flat(row['error'])} |"
             )
             continue
         lost = f"**{row['acked_lost']}**" if row["acked_lost"] else "0"
