@@ -51,6 +51,8 @@ class _Partition:
 class OffsetLedger:
     def __init__(self) -> None:
         self._numbers = count(1)
+        self._last_number = 0
+        self._rewound_at: dict[int, int] = {}
         self._epoch = 0
         self._revoked_at: dict[int, int] = {}
         self._assigned: set[int] = set()
@@ -93,8 +95,10 @@ class OffsetLedger:
 
     def rewind(self, partition: int, offset: int) -> None:
         """The consumer sought ``partition`` back to ``offset`` (a rebuild from history):
-        batches of it taken so far are moot, and what it hands out next starts there. The
+        batches of it taken so far are moot (``keep`` says no to their records of it: they
+        were fetched from before the seek), and what it hands out next starts there. The
         commit still never goes below ``committed``."""
+        self._rewound_at[partition] = self._last_number
         state = self._partitions.setdefault(partition, _Partition())
         state.open.clear()
         state.kept.clear()
@@ -105,6 +109,7 @@ class OffsetLedger:
     def take(self, spans: Mapping[int, Span]) -> Lease:
         """Hand out a fetched batch: its records hold their partitions' commits until landed."""
         lease = Lease(next(self._numbers), self._epoch, dict(spans))
+        self._last_number = lease.number
         for partition, (first, last) in spans.items():
             if first > last:
                 raise ValueError(f"partition {partition}: span {first}..{last} is empty")
@@ -117,6 +122,8 @@ class OffsetLedger:
         """May the consumer process this lease's records of ``partition``? Asked when it
         processes them; a yes makes them count at landing even if a revocation follows."""
         if self._revoked_at.get(partition, -1) > lease.epoch:
+            return False
+        if lease.number <= self._rewound_at.get(partition, 0):
             return False
         state = self._partitions.get(partition)
         if state is not None and lease.number in state.open:

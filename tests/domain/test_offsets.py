@@ -92,3 +92,17 @@ def test_pending_counts_leases_not_landed() -> None:
     assert book.pending() == 1
     book.landed(lease)
     assert book.pending() == 0
+
+
+def test_records_fetched_before_a_rewind_are_dropped() -> None:
+    book = ledger(0, 1)
+    book.committed({0: 50})
+    stale = book.take({0: (50, 60), 1: (0, 4)})  # fetched before the seek back
+    book.rewind(0, 0)
+    assert not book.keep(stale, 0), "the seek made them moot: they come again from 0"
+    assert book.keep(stale, 1), "other partitions are untouched"
+    fresh = book.take({0: (0, 9)})
+    assert book.keep(fresh, 0)
+    book.landed(stale)
+    book.landed(fresh)
+    assert book.committable() == {1: 5}, "history re-read below the commit commits nothing"
