@@ -91,6 +91,17 @@ class StatusMetrics:
             ["consumer", "reason"],
             registry=registry,
         )
+        self.snapshot_rebuilds = Counter(
+            "status_snapshot_rebuilds",
+            "times this instance found the Redis snapshot lost (or re-begun) and re-folded its"
+            " partitions from the log's beginning",
+            registry=registry,
+        )
+        self.snapshot_rebuilding = Gauge(
+            "status_snapshot_rebuilding_partitions",
+            "partitions of this instance being re-folded into the Redis snapshot",
+            registry=registry,
+        )
         self.ready = Gauge("status_ready", "1 when consuming and every store answers", registry=registry)
 
     def reader(self) -> ReaderMetrics:

@@ -25,6 +25,20 @@ in DynamoDB. Failures are of two kinds:
   neighbours in the flush land as usual.
 A rebalance first drains everything (budget or not) and commits, then forgets the revoked
 partitions' states.
+
+The Redis snapshot can lose its data (``FLUSHALL``, eviction, a restore). Every write names
+the generation of the snapshot's marker and is refused when the marker no longer has it; an
+idle service checks the marker every ``snapshot_check_interval_s``. On a loss the service
+claims a new generation (every partition marked rebuilding, watermarks dropped; another
+instance may have claimed it first), forgets its cached states, and seeks each of its
+partitions still marked rebuilding back to the log's beginning. The re-fold writes Redis as
+usual; the write that brings a partition back to where this instance had folded it before
+the loss (or, for a partition it had not read yet, to the group's commit) clears that
+partition's mark in the same script. The re-fold stages for DynamoDB only states whose seq
+is at or past that point: the earlier ones are in DynamoDB (below the commit) or still in
+the write buffer. Commits never go below the group's commit, so nothing is committed past
+what was folded again. A partition revoked mid-rebuild keeps its mark; its next owner
+re-folds it. See docs/architecture.md, "Status service".
 """
 
 from __future__ import annotations
@@ -32,13 +46,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any, Literal, TypeVar
 
 import redis.asyncio as aioredis
 import structlog
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
@@ -104,6 +119,12 @@ class StatusService:
         self._started = False
         self._draining = False
         self._reader: GroupReader | None = None
+        # The snapshot marker's generation this instance writes under (None: not read yet).
+        self._generation: str | None = None
+        # Partitions being re-folded after a loss -> the offset that completes them.
+        self._rebuild_to: dict[int, int] = {}
+        # Per partition, one past the last offset whose batch Redis took (this ownership).
+        self._folded_to: dict[int, int] = {}
         # Injected stores (tests) are used as given; otherwise run() opens the real ones.
         self._snapshots: SnapshotStore | None = snapshots
         self._dynamo: StatusStore | None = dynamo
@@ -185,8 +206,9 @@ class StatusService:
         reader = self._log
         consume = asyncio.create_task(reader.wait(), name="status-consume")
         flush = asyncio.create_task(self._flush_loop(), name="status-flush")
+        marker = asyncio.create_task(self._marker_loop(), name="status-snapshot-marker")
         stopped = asyncio.create_task(self._stop.wait(), name="status-stop")
-        tasks = (consume, flush, stopped)
+        tasks = (consume, flush, marker, stopped)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             self.request_stop()
@@ -223,20 +245,49 @@ class StatusService:
         ]
         if not records:
             return
+        if self._generation is None:  # no assignment callback yet (e.g. an injected test)
+            await self._sync_marker(sorted(self._assigned()))
+            records = [r for r in records if batch.keep(r.partition)]
+            if not records:
+                return
         self.metrics.records.inc(len(records))
+        firsts: dict[int, int] = {}
+        for record in records:
+            firsts.setdefault(record.partition, record.offset)
         resync = await self._load_missing(records)
         folded = fold(records, self._cache)
         changed = list(folded.changed.values())
         snapshots = self._snapshot_store
-        await self._until_done(
-            "redis", lambda: snapshots.write(changed, folded.watermarks), "snapshot write"
+        stage_from = dict(self._rebuild_to)
+        rebuilt = [p for p, to in stage_from.items() if folded.watermarks.get(p, -1) + 1 >= to]
+        generation = self._generation
+        written = await self._until_done(
+            "redis",
+            lambda: snapshots.write(
+                changed, folded.watermarks, generation=generation, rebuilt=rebuilt
+            ),
+            "snapshot write",
         )
+        if not written:
+            # The snapshot was lost (or re-begun by another instance): nothing of this batch
+            # landed. Rebuild, and read this batch again.
+            await self._sync_marker([], back_to=firsts)
+            return
         self.metrics.state_changes.inc(len(changed))
         # No await from here on: the staged views and the offsets they cover move together.
+        for partition, mark in folded.watermarks.items():
+            self._folded_to[partition] = max(self._folded_to.get(partition, -1), mark + 1)
+        for partition in rebuilt:
+            self._rebuild_to.pop(partition, None)
+            log.info("snapshot partition rebuilt from the log", partition=partition)
+        self.metrics.snapshot_rebuilding.set(len(self._rebuild_to))
         for state, position in resync:
             self._stage(state.view, position)
         for key, state in folded.changed.items():
-            self._stage(state.view, folded.first_change.get(key))
+            first = folded.first_change.get(key)
+            if first is not None and state.view.seq < stage_from.get(first[0], -1):
+                continue  # re-folded history: in DynamoDB already, or still in the buffer
+            self._stage(state.view, first)
         self._cache.trim()
         self.metrics.cached_states.set(len(self._cache))
         self.metrics.dynamo_pending.set(len(self._buffer))
@@ -270,7 +321,7 @@ class StatusService:
         async def load(key: AttemptKey) -> AttemptState | None:
             async with limit:
                 try:
-                    return await snapshots.read_attempt(*key)
+                    return await snapshots.read_attempt(*key, partial=True)
                 except ValidationError as exc:
                     log.error("unreadable state in Redis, rebuilt from here", attempt=key, error=str(exc))
                     return None
@@ -289,7 +340,9 @@ class StatusService:
             if state is None:
                 continue
             self._cache.put(key, partition, state)
-            if ahead_of_log(state, first_offset):
+            if ahead_of_log(state, first_offset) and state.view.seq >= self._rebuild_to.get(
+                partition, -1
+            ):
                 ahead.append((state, (partition, first_offset)))
         self.metrics.resyncs.inc(len(ahead))
         return ahead
@@ -418,9 +471,146 @@ class StatusService:
                 log.warning("flush before rebalance timed out", partitions=sorted(gone))
             self._cache.forget_partitions(gone)
             self._buffer.forget_partitions(gone)
+            for partition in gone:
+                # A partition still rebuilding keeps its mark in Redis: its next owner re-folds it.
+                self._rebuild_to.pop(partition, None)
+                self._folded_to.pop(partition, None)
+            self.metrics.snapshot_rebuilding.set(len(self._rebuild_to))
 
     async def on_assigned(self, partitions: list[int]) -> None:
-        pass  # states load from Redis on first sight
+        # States load from Redis on first sight, unless the snapshot is being rebuilt.
+        async with self._batch_lock:
+            for partition in partitions:
+                self._folded_to.pop(partition, None)
+            await self._sync_marker(partitions)
+
+    # -- snapshot loss and rebuild ----------------------------------------------------------
+
+    async def _marker_loop(self) -> None:
+        """Notice a lost snapshot while the log is quiet (a write notices it at once)."""
+        snapshots = self._snapshot_store
+        while True:
+            await asyncio.sleep(self._cfg.snapshot_check_interval_s)
+            if self._generation is None:
+                continue
+            try:
+                current = await snapshots.generation()
+            except _STORE_ERRORS:
+                continue  # the next write retries and reports Redis's health
+            if current == self._generation:
+                continue
+            async with self._batch_lock:
+                await self._sync_marker([])
+
+    async def _sync_marker(
+        self, assigned: list[int], *, back_to: dict[int, int] | None = None
+    ) -> None:
+        """Read (or begin) the snapshot's marker. If its generation is not ours, the snapshot
+        was lost: forget the cache and re-fold every partition of ours it marks rebuilding;
+        otherwise re-fold the newly ``assigned`` ones it marks. ``back_to``: a refused
+        batch's first offsets, read again where no rebuild covers them. Batch lock held."""
+        snapshots = self._snapshot_store
+        partitions = self._partition_count()
+        now_ms = int(time.time() * 1000)
+        marker = await self._until_done(
+            "redis",
+            lambda: snapshots.claim(uuid.uuid4().hex, partitions, now_ms),
+            "snapshot marker",
+        )
+        lost = self._generation is not None and marker.generation != self._generation
+        self._generation = marker.generation
+        mine = self._assigned()
+        consider = mine if lost or back_to else set(assigned) & mine
+        if lost:
+            self._cache.clear()
+            self.metrics.cached_states.set(0)
+        todo = sorted(p for p in consider if p in marker.rebuilding)
+        seek_back = {p: o for p, o in (back_to or {}).items() if p in mine and p not in todo}
+        if lost:
+            log.warning(
+                "Redis snapshot lost or re-begun; re-folding from the log",
+                generation=marker.generation,
+                partitions=todo,
+            )
+        if todo or seek_back:
+            await self._rewind(todo, seek_back)
+
+    async def _rewind(self, todo: list[int], seek_back: dict[int, int]) -> None:
+        reader = self._log
+        consumer, topic = reader.consumer, self.settings.kafka.events_topic
+        tps = {p: TopicPartition(topic, p) for p in todo}
+        begins, committed = await self._log_positions(list(tps.values()))
+        done: list[int] = []
+        for partition, tp in tps.items():
+            begin, group = begins[tp], committed[tp]
+            # Everything below ``resume`` is in DynamoDB (below the group's commit) or was
+            # folded by this instance before the loss (written or still in the buffer).
+            resume = self._folded_to.get(partition)
+            if resume is None:
+                resume = group if group is not None else begin
+            resume = max(resume, self._rebuild_to.get(partition, begin))
+            consumer.seek(tp, begin)
+            reader.ledger.rewind(partition, begin)
+            if group is not None:
+                reader.ledger.committed({partition: group})  # re-read history never lowers it
+            self._folded_to[partition] = begin
+            if resume > begin:
+                self._rebuild_to[partition] = resume
+            else:
+                self._rebuild_to.pop(partition, None)
+                done.append(partition)
+        for partition, offset in seek_back.items():
+            tp = TopicPartition(topic, partition)
+            consumer.seek(tp, offset)
+            reader.ledger.rewind(partition, offset)
+            self._folded_to[partition] = min(self._folded_to.get(partition, offset), offset)
+        if any(p in self._rebuild_to for p in todo):
+            self.metrics.snapshot_rebuilds.inc()
+            log.warning(
+                "re-folding partitions into the snapshot",
+                partitions={p: self._rebuild_to[p] for p in todo if p in self._rebuild_to},
+            )
+        self.metrics.snapshot_rebuilding.set(len(self._rebuild_to))
+        if done:
+            # Nothing to re-fold (no history, or none read yet): complete at once.
+            snapshots, generation = self._snapshot_store, self._generation
+            await self._until_done(
+                "redis",
+                lambda: snapshots.write([], {}, generation=generation, rebuilt=done),
+                "snapshot marker",
+            )  # refused: lost again; the marker check notices within a second
+
+    async def _log_positions(
+        self, tps: list[TopicPartition]
+    ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int | None]]:
+        """The log's beginning and the group's commit of each partition (Kafka retried)."""
+        if not tps:
+            return {}, {}
+        consumer, kafka = self._log.consumer, self.settings.kafka
+        delay = self._cfg.retry_initial_s
+        async with asyncio.timeout(max(self._cfg.drain_timeout_s, kafka.request_timeout_s * 4)):
+            while True:
+                try:
+                    async with asyncio.timeout(kafka.request_timeout_s * 2):
+                        begins: dict[TopicPartition, int] = await consumer.beginning_offsets(tps)
+                        committed: dict[TopicPartition, int | None] = {
+                            tp: await consumer.committed(tp) for tp in tps
+                        }
+                    return begins, committed
+                except (KafkaError, TimeoutError) as exc:
+                    self.metrics.store_retries.labels("kafka").inc()
+                    log.warning("log positions for a rebuild failed, retrying", error=repr(exc))
+                    await asyncio.sleep(_jittered(delay))
+                    delay = min(delay * 2, self._cfg.retry_max_s)
+
+    def _assigned(self) -> set[int]:
+        return set() if self._reader is None else set(self._reader.ledger.assigned)
+
+    def _partition_count(self) -> int:
+        found = None
+        if self._reader is not None:
+            found = self._reader.consumer.partitions_for_topic(self.settings.kafka.events_topic)
+        return len(found) if found else self.settings.kafka.events_partitions
 
     # -- helpers ----------------------------------------------------------------------------
 

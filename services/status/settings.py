@@ -57,6 +57,14 @@ class StatusServiceSettings(BaseModel):
     )
     retry_initial_s: float = Field(default=0.1, gt=0, description="first backoff after a failed write")
     retry_max_s: float = Field(default=5.0, gt=0, description="longest backoff between retries")
+    snapshot_check_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description=(
+            "how often an idle service checks that the Redis snapshot's marker is still there"
+            " (every write checks it too); a lost snapshot is re-folded from the log"
+        ),
+    )
     drain_timeout_s: float = Field(
         default=15.0, gt=0, description="bound on the last flush and commit at shutdown or rebalance"
     )
