@@ -3,6 +3,10 @@
 The first proctor of an exam triggers the gap-free handshake (presence ``ExamWatch`` ->
 router ``WatchReady`` -> snapshot whose watermarks reach the router's positions); later
 proctors of the same exam get the live view at once. The last one to leave ends the watch.
+
+While the status service rebuilds a lost Redis snapshot from the log, the snapshot is not
+served (it may lack attempts): the handshake keeps waiting within ``watch_timeout_s``, then
+answers ``snapshot_timeout`` with ``retry_after_ms`` (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import uuid
 import structlog
 from redis.exceptions import RedisError
 
-from adapters.snapshot_store import SnapshotStore
+from adapters.snapshot_store import SnapshotIncomplete, SnapshotStore
 from schemas.deliveries import ForProctors, WatchReady
 from schemas.events import ExamEvent
 from schemas.frames import ErrorFrame, EventsFrame, SnapshotFrame
@@ -29,6 +33,8 @@ from services.gateway.settings import GatewaySettings
 log = structlog.get_logger(__name__)
 
 _SNAPSHOT_POLL_S = 0.02
+_REBUILD_POLL_S = 0.25
+REBUILD_RETRY_AFTER_MS = 2000
 
 
 class Watches:
@@ -96,6 +102,7 @@ class Watches:
 
     async def _sync(self, view: ExamView) -> None:
         started = time.monotonic()
+        rebuilding: SnapshotIncomplete | None = None
         try:
             async with asyncio.timeout(self._settings.gateway.watch_timeout_s):
                 await self._publisher.presence(
@@ -109,13 +116,24 @@ class Watches:
                 )
                 await self._ready[view.exam].wait()
                 while True:
-                    states, marks = await self._snapshots.read_exam(view.exam)
+                    try:
+                        states, marks = await self._snapshots.read_exam(view.exam)
+                    except SnapshotIncomplete as exc:
+                        rebuilding = exc  # never served: it may lack attempts
+                        await asyncio.sleep(_REBUILD_POLL_S)
+                        continue
+                    rebuilding = None
                     if view.snapshot_fresh(marks):
                         break
                     await asyncio.sleep(_SNAPSHOT_POLL_S)
         except (TimeoutError, Unavailable, RedisError, OSError) as exc:
-            log.warning("watch_failed", exam=view.exam, error=repr(exc))
-            await self._fail(view.exam, WatchFailed(str(exc) or "timed out"))
+            log.warning(
+                "watch_failed", exam=view.exam, error=repr(exc), rebuilding=rebuilding is not None
+            )
+            if rebuilding is not None:
+                await self._fail(view.exam, WatchFailed(str(rebuilding)), REBUILD_RETRY_AFTER_MS)
+            else:
+                await self._fail(view.exam, WatchFailed(str(exc) or "timed out"))
             return
         applied = view.load(states)
         self._metrics.watch_seconds.observe(time.monotonic() - started)
@@ -126,8 +144,12 @@ class Watches:
             if notable:
                 conn.send(EventsFrame(exam=view.exam, events=notable))
 
-    async def _fail(self, exam: str, exc: WatchFailed) -> None:
-        error = ErrorFrame(code="snapshot_timeout", message=f"could not watch {exam}: {exc}")
+    async def _fail(self, exam: str, exc: WatchFailed, retry_after_ms: int | None = None) -> None:
+        error = ErrorFrame(
+            code="snapshot_timeout",
+            message=f"could not watch {exam}: {exc}",
+            retry_after_ms=retry_after_ms,
+        )
         for conn in list(self._hub.watchers.get(exam, ())):
             conn.send(error)
             conn.watching.discard(exam)
