@@ -2,7 +2,8 @@
 
 ``simulator.clients.StudentBot`` connects once; these reconnect (full-jitter backoff, §14),
 move to the next gateway when theirs is gone, resend every unacknowledged frame unchanged
-after a ``welcome`` (§7.4), after ``unavailable`` (§7.3) and after ``rate_limited`` (§7.7), and
+after a ``welcome`` (§7.4), after ``unavailable`` (§7.3) and after ``rate_limited`` (§7.7),
+paced under the gateway's rate limit, and
 record what the fault suite measures: every event's first send, resends and acknowledgement
 (monotonic clock), every connection drop, every error code.
 """
@@ -26,6 +27,8 @@ from simulator.clients import wall_ms
 WELCOME_TIMEOUT_S = 20.0  # above the gateway's produce_timeout_s (15 s) for student.connected
 STABLE_AFTER_S = 10.0  # a connection up this long resets the backoff (§14)
 MAX_BACKOFF_S = 30.0
+SEND_RATE = 10.0  # event frames a second per connection, under the gateway's 20
+SEND_BURST = 20.0
 
 
 @dataclass
@@ -64,8 +67,10 @@ class _Client:
     _ws: aiohttp.ClientWebSocketResponse | None = None
     _url_index: int = -1
     _welcomed: asyncio.Event = field(default_factory=asyncio.Event)
+    refused: Counter[str] = field(default_factory=Counter)  # events dropped after an error
     _retry_after_ms: int = 0
-    _resends: set[asyncio.Task[None]] = field(default_factory=set)
+    _due: dict[str, float] = field(default_factory=dict)  # id -> when it may be (re)sent
+    _pause_until: float = 0.0
 
     # -- what subclasses add ----------------------------------------------------------------
 
@@ -147,11 +152,12 @@ class _Client:
             self.welcomed.append(welcomed_at)
             self._welcomed.set()
             await self.on_welcome(ws, frame)
-            # Resend every unacknowledged frame unchanged, in order, before anything new.
-            for event_id, raw in list(self.unacked.items()):
-                self._count_send(event_id)
-                await ws.send_bytes(raw)
-            tasks = self.connection_tasks(ws)
+            # Resend every unacknowledged frame unchanged, in order, before anything new
+            # (the sender goes through ``unacked`` in order, paced under the rate limit).
+            now = time.monotonic()
+            self._due = dict.fromkeys(self.unacked, now)
+            tasks = [asyncio.get_running_loop().create_task(self._sender(ws))]
+            tasks += self.connection_tasks(ws)
             async for message in ws:
                 if message.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     break
@@ -178,46 +184,50 @@ class _Client:
         if kind == "ack":
             event_id = frame["id"]
             self.unacked.pop(event_id, None)
+            self._due.pop(event_id, None)
             sent = self.events.get(event_id)
             if sent is not None and sent.acked_at is None:
                 sent.acked_at = time.monotonic()
         elif kind == "error":
             code = frame.get("code", "?")
             self.errors[code] += 1
-            retry_ms = int(frame.get("retry_after_ms") or 0)
+            retry_s = int(frame.get("retry_after_ms") or 0) / 1000
             event_id = frame.get("id")
-            if code == "unavailable" and event_id is None:
-                self._retry_after_ms = retry_ms
+            if event_id is None and code not in ("rate_limited", "snapshot_timeout"):
+                # At connect (unavailable, too_many_connects): the next attempt waits this long.
+                self._retry_after_ms = int(retry_s * 1000)
             elif code == "unavailable":
-                refused = str(event_id)
-                asyncio.get_running_loop().call_later(
-                    retry_ms / 1000, lambda: self._resend_soon([refused])
-                )
+                if isinstance(event_id, str) and event_id in self.unacked:
+                    self._due[event_id] = time.monotonic() + retry_s  # resend unchanged (§7.3)
             elif code == "rate_limited":
-                asyncio.get_running_loop().call_later(
-                    retry_ms / 1000, lambda: self._resend_soon(list(self.unacked))
-                )
+                # Frames over the rate were dropped unread: pause, then resend them all (§7.7).
+                self._pause_until = time.monotonic() + retry_s
+                self._due = dict.fromkeys(self.unacked, self._pause_until)
             elif event_id is not None and event_id in self.unacked:
                 # Refused for good (§7.3): resending it unchanged would fail again.
                 self.unacked.pop(event_id, None)
+                self._due.pop(event_id, None)
+                self.refused[code] += 1
         else:
             self.on_frame(frame)
 
-    def _resend_soon(self, ids: list[str]) -> None:
-        ws = self._ws
-        if ws is None or ws.closed or not self._welcomed.is_set():
-            return  # the next welcome resends them all
-        frames = [(i, self.unacked[i]) for i in ids if i in self.unacked]
-
-        async def resend() -> None:
-            with contextlib.suppress(Exception):
-                for event_id, raw in frames:
+    async def _sender(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Send what is due, in the order the events were made, at most ``SEND_RATE`` a
+        second (the gateway allows 20 frames a second, heartbeats included)."""
+        tokens, last = SEND_BURST, time.monotonic()
+        while not ws.closed:
+            now = time.monotonic()
+            tokens = min(SEND_BURST, tokens + (now - last) * SEND_RATE)
+            last = now
+            if now >= self._pause_until and self._due:
+                for event_id in [i for i in self.unacked if self._due.get(i, now + 1) <= now]:
+                    if tokens < 1:
+                        break
+                    del self._due[event_id]
                     self._count_send(event_id)
-                    await ws.send_bytes(raw)
-
-        task = asyncio.get_running_loop().create_task(resend())
-        self._resends.add(task)
-        task.add_done_callback(self._resends.discard)
+                    await ws.send_bytes(self.unacked[event_id])
+                    tokens -= 1
+            await asyncio.sleep(0.05)
 
     def _count_send(self, event_id: str) -> None:
         sent = self.events.get(event_id)
@@ -225,15 +235,12 @@ class _Client:
             sent.sends += 1
 
     async def send_event(self, event_id: str, frame: dict[str, Any]) -> None:
-        """Keep the frame until its ack, then send it if a connection is up."""
+        """Keep the frame until its ack; the sender sends it while a connection is up."""
         raw = orjson.dumps(frame)
         self.unacked[event_id] = raw
         self.events[event_id] = Sent(raw, time.monotonic())
-        ws = self._ws
-        if ws is not None and not ws.closed and self._welcomed.is_set():
-            self._count_send(event_id)
-            with contextlib.suppress(Exception):
-                await ws.send_bytes(raw)
+        if self._welcomed.is_set():
+            self._due[event_id] = time.monotonic()
 
     async def stop(self) -> None:
         self.stopped = True
@@ -301,6 +308,7 @@ class FaultProctor(_Client):
     subscribed: set[str] = field(default_factory=set)
     _snapshot_for: dict[str, asyncio.Event] = field(default_factory=dict)
     _timeouts: set[str] = field(default_factory=set)
+    _snapshot_retry_ms: int = 0
 
     async def on_welcome(self, ws: aiohttp.ClientWebSocketResponse, frame: dict[str, Any]) -> None:
         self.subscribed.clear()
@@ -322,7 +330,7 @@ class FaultProctor(_Client):
                 if exam in self.subscribed:
                     break
                 failures += 1
-                await asyncio.sleep(backoff_s(failures, self.rng))
+                await asyncio.sleep(backoff_s(failures, self.rng, self._snapshot_retry_ms))
 
     def on_frame(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
@@ -347,6 +355,7 @@ class FaultProctor(_Client):
     def _handle(self, frame: dict[str, Any]) -> None:
         if frame.get("type") == "error" and frame.get("code") == "snapshot_timeout":
             self.errors["snapshot_timeout"] += 1
+            self._snapshot_retry_ms = int(frame.get("retry_after_ms") or 0)
             self.on_frame(frame)
             return
         super()._handle(frame)
