@@ -1,4 +1,4 @@
-"""The first-attempt table in DynamoDB: one item per (exam, student), behind the ``StatusStore`` port.
+"""The first-attempt table in DynamoDB: one item per (exam, student), behind ``StatusStore``.
 
 Item: ``pk`` = exam, ``sk`` = student, plus every ``StudentView`` field (``None`` fields are
 left out). Writes are conditional, mirroring ``domain.first_attempt.supersedes`` in the
@@ -14,6 +14,7 @@ real one in tests/adapters/test_dynamo_store.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -123,9 +124,11 @@ def _number(text: str) -> int | float:
 
 
 class DynamoStatusStore:
-    """The real store. ``open`` creates the client and the table if missing; ``close`` frees both."""
+    """The real store: ``open`` creates the client and the table if missing; ``close`` frees it."""
 
-    def __init__(self, settings: DynamoSettings, *, workers: int = 8, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, settings: DynamoSettings, *, workers: int = 8, timeout_s: float = 5.0
+    ) -> None:
         self._settings = settings
         self._table = settings.table
         self._timeout = timeout_s
@@ -285,7 +288,7 @@ class DynamoStatusStore:
         while True:
             page_start = start
             try:
-                page = await self._call(lambda: self._query_page(exam, page_start))
+                page = await self._call(functools.partial(self._query_page, exam, page_start))
             except (BotoCoreError, ClientError, TimeoutError) as exc:
                 raise StatusStoreUnavailable(f"query {exam}: {exc}") from exc
             items.extend(page.get("Items", []))
@@ -330,7 +333,9 @@ class InMemoryStatusStore:
                 outcomes.append(PutOutcome(view, "failed", error="unavailable"))
                 continue
             if _out_of_range(view):
-                outcomes.append(PutOutcome(view, "rejected", error="ValidationException: Number overflow"))
+                outcomes.append(
+                    PutOutcome(view, "rejected", error="ValidationException: Number overflow")
+                )
                 continue
             key = item_key(view)
             stored = self.items.get(key)
@@ -359,6 +364,5 @@ class InMemoryStatusStore:
 def _out_of_range(view: StudentView) -> bool:
     """What DynamoDB's own ValidationException says of numbers, for the fake."""
     return any(
-        isinstance(v, float) and not (abs(v) < _MAX_NUMBER)
-        for v in view.model_dump().values()
+        isinstance(v, float) and not (abs(v) < _MAX_NUMBER) for v in view.model_dump().values()
     )

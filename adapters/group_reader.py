@@ -373,7 +373,9 @@ class GroupReader:
         """Commit what the ledger allows; False if Kafka did not take it (retried later)."""
         async with self._commit_lock:
             offsets = self.ledger.committable(self._handler.commit_floor())
-            assigned = {tp.partition for tp in self.consumer.assignment() if tp.topic == self._topic}
+            assigned = {
+                tp.partition for tp in self.consumer.assignment() if tp.topic == self._topic
+            }
             mine = {p: o for p, o in offsets.items() if p in assigned}
             if not mine:
                 return True

@@ -11,7 +11,9 @@ from adapters.settings import KafkaSettings
 _FETCH_MAX_WAIT_MS = 100
 
 
-def durable_producer(kafka: KafkaSettings, *, client_id: str, linger_ms: int = 0) -> AIOKafkaProducer:
+def durable_producer(
+    kafka: KafkaSettings, *, client_id: str, linger_ms: int = 0
+) -> AIOKafkaProducer:
     """Idempotent, acks=all: what the gateway acknowledges is really in the log, once.
 
     No linger: aiokafka keeps one request in flight per broker and batches whatever arrives

@@ -46,7 +46,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="revoke a token by its jti")
     parser.add_argument("jti")
     parser.add_argument(
-        "--until", type=int, default=int(time.time()) + 24 * 3600,
+        "--until",
+        type=int,
+        default=int(time.time()) + 24 * 3600,
         help="epoch seconds: the token's exp (default: one day from now)",
     )
     args = parser.parse_args()

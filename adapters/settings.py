@@ -77,6 +77,7 @@ class CommonSettings(BaseSettings):
         ge=0,
         description=(
             "allocations between young garbage collections (Python's default: 700); larger"
-            " means far fewer full collections, each a stop of the event loop (adapters/gc_tuning.py)"
+            " means far fewer full collections, each a stop of the event loop"
+            " (adapters/gc_tuning.py)"
         ),
     )

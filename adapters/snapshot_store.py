@@ -274,7 +274,7 @@ def _marker(raw: Mapping[bytes | str, bytes | str]) -> SnapshotMarker | None:
         partitions=int(fields.get("partitions", "0")),
         since_ms=int(fields.get("since_ms", "0")),
         rebuilding=frozenset(
-            int(name[len(_REBUILDING):]) for name in fields if name.startswith(_REBUILDING)
+            int(name[len(_REBUILDING) :]) for name in fields if name.startswith(_REBUILDING)
         ),
     )
 

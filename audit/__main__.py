@@ -8,7 +8,6 @@ Kafka/DynamoDB/Redis unreachable).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import resource
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -47,14 +46,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("export", help="export an exam's events (JSONL with hash chain, CSV, HTML)")
+    p = commands.add_parser(
+        "export", help="export an exam's events (JSONL with hash chain, CSV, HTML)"
+    )
     p.add_argument("--exam", required=True)
     p.add_argument("--from", dest="start", help="ISO 8601 or epoch ms; zone-less = --tz")
     p.add_argument("--to", dest="end", help="ISO 8601 or epoch ms (inclusive)")
     p.add_argument("--students", help="comma-separated student ids (exam-wide events always kept)")
     p.add_argument("--format", choices=("jsonl", "csv", "html"), default="jsonl")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--tz", help="exam time zone, e.g. Europe/Jakarta (default PROCTOR_AUDIT__TIMEZONE)")
+    p.add_argument(
+        "--tz", help="exam time zone, e.g. Europe/Jakarta (default PROCTOR_AUDIT__TIMEZONE)"
+    )
 
     p = commands.add_parser("verify", help="check the hash chain of a JSONL export")
     p.add_argument("path", type=Path)
@@ -66,13 +69,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--tz")
 
-    p = commands.add_parser("rebuild", help="recompute first-attempt states and compare with DynamoDB")
+    p = commands.add_parser(
+        "rebuild", help="recompute first-attempt states and compare with DynamoDB"
+    )
     p.add_argument("--exam", required=True)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="compare only (default)")
     mode.add_argument("--repair", action="store_true", help="write DynamoDB and the Redis snapshot")
 
-    p = commands.add_parser("alerts", help="re-run the alert rules over history with other thresholds")
+    p = commands.add_parser(
+        "alerts", help="re-run the alert rules over history with other thresholds"
+    )
     p.add_argument("--exam", required=True)
     p.add_argument("--away-threshold-s", type=float, default=30.0)
     p.add_argument("--repeated-away", type=int, default=3, help="episodes that make repeated_away")
@@ -87,9 +94,16 @@ def _parser() -> argparse.ArgumentParser:
 @contextmanager
 def _progress(quiet: bool, what: str) -> Iterator[Callable[[int], Advance]]:
     with Progress(
-        TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn("records"),
-        TimeRemainingColumn(), console=_err, disable=quiet, transient=True,
+        TextColumn(what),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("records"),
+        TimeRemainingColumn(),
+        console=_err,
+        disable=quiet,
+        transient=True,
     ) as bar:
+
         def start(total: int) -> Advance:
             task = bar.add_task(what, total=total)
             return lambda n: bar.advance(task, n)
@@ -101,7 +115,8 @@ def _report_rate(stats: ScanStats) -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     _err.print(
         f"read {stats.read:,} records ({stats.matched:,} of the exam, {stats.undecodable} "
-        f"undecodable) in {stats.seconds:.1f} s: {stats.rate:,.0f} records/s; peak RSS {peak_mb:,.0f} MB"
+        f"undecodable) in {stats.seconds:.1f} s: {stats.rate:,.0f} records/s; "
+        f"peak RSS {peak_mb:,.0f} MB"
     )
 
 
@@ -114,14 +129,22 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                 parse_time(args.start, tz) if args.start else None,
                 parse_time(args.end, tz) if args.end else None,
             )
-            students = frozenset(s for s in args.students.split(",") if s) if args.students else None
+            students = (
+                frozenset(s for s in args.students.split(",") if s) if args.students else None
+            )
             with _progress(quiet, "export") as progress:
                 summary = await export(
-                    settings, Selection(args.exam, span, students), args.format, args.out, tz,
+                    settings,
+                    Selection(args.exam, span, students),
+                    args.format,
+                    args.out,
+                    tz,
                     progress=progress,
                 )
-            _err.print(f"{summary.events:,} events written to {args.out} "
-                       f"({summary.duplicates} resends dropped)")
+            _err.print(
+                f"{summary.events:,} events written to {args.out} "
+                f"({summary.duplicates} resends dropped)"
+            )
             if summary.final_hash:
                 _out.print(f"final hash {summary.final_hash}  (keep it apart from the file)")
             _report_rate(summary.stats)
@@ -132,7 +155,9 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                 _out.print(f"intact: {verdict.events:,} events, final hash {verdict.final_hash}")
                 return 0
             ident = f" (event {verdict.event_id})" if verdict.event_id else ""
-            _out.print(f"BROKEN at line {verdict.line}{ident}: {verdict.problem}: {verdict.message}")
+            _out.print(
+                f"BROKEN at line {verdict.line}{ident}: {verdict.problem}: {verdict.message}"
+            )
             return 1
         case "at":
             at_ms = parse_time(args.time, tz)
@@ -142,8 +167,19 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                 sys.stdout.buffer.write(orjson.dumps([v.model_dump() for v in views]) + b"\n")
             else:
                 table = Table(title=f"{args.exam} at {format_time(at_ms, tz)}")
-                for column in ("student", "attempt", "status", "question", "answered", "deadline",
-                               "submitted", "score", "away", "offline", "seq"):
+                for column in (
+                    "student",
+                    "attempt",
+                    "status",
+                    "question",
+                    "answered",
+                    "deadline",
+                    "submitted",
+                    "score",
+                    "away",
+                    "offline",
+                    "seq",
+                ):
                     table.add_column(column)
                 for cells in views_table_rows(views, tz):
                     table.add_row(*cells)
@@ -153,15 +189,19 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         case "rebuild":
             with _progress(quiet, "rebuild") as progress:
                 report = await rebuild(settings, args.exam, repair=args.repair, progress=progress)
-            _out.print(f"{len(report.expected)} students in the log; "
-                       f"{len(report.differences)} differences with DynamoDB")
+            _out.print(
+                f"{len(report.expected)} students in the log; "
+                f"{len(report.differences)} differences with DynamoDB"
+            )
             for difference in report.differences:
                 _out.print("  " + difference.describe(), markup=False)
             _report_rate(report.stats)
             if not args.repair:
                 return 1 if report.differences else 0
-            _out.print(f"repair: {report.written} items written, {report.snapshot_written} "
-                       f"snapshot states written; {len(report.after_repair or [])} differences left")
+            _out.print(
+                f"repair: {report.written} items written, {report.snapshot_written} "
+                f"snapshot states written; {len(report.after_repair or [])} differences left"
+            )
             for refused in report.refused:
                 _out.print(f"  refused: {refused}", markup=False)
             for attempt in report.snapshot_behind:
@@ -169,7 +209,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             return 1 if report.after_repair or report.snapshot_behind else 0
         case "alerts":
             thresholds = AlertThresholds(
-                away_threshold_s=args.away_threshold_s, repeated_away_count=args.repeated_away,
+                away_threshold_s=args.away_threshold_s,
+                repeated_away_count=args.repeated_away,
                 repeated_away_window_s=args.window_s,
             )
             span = TimeRange(
@@ -181,8 +222,10 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                     settings, args.exam, thresholds, span=span, progress=progress
                 )
             if args.format == "json":
-                rows = [i.alert.model_dump(exclude_none=True) | {"raised_live": i.raised_live}
-                        for i in incidents]
+                rows = [
+                    i.alert.model_dump(exclude_none=True) | {"raised_live": i.raised_live}
+                    for i in incidents
+                ]
                 sys.stdout.buffer.write(orjson.dumps(rows) + b"\n")
             else:
                 table = Table(title=f"{args.exam}: incidents with {thresholds.model_dump()}")
@@ -190,12 +233,19 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                     table.add_column(column)
                 for i in incidents:
                     a = i.alert
-                    table.add_row(format_time(a.ts, tz), a.student or "", a.kind, a.detail,
-                                  "yes" if i.raised_live else "no")
+                    table.add_row(
+                        format_time(a.ts, tz),
+                        a.student or "",
+                        a.kind,
+                        a.detail,
+                        "yes" if i.raised_live else "no",
+                    )
                 _out.print(table)
             live_matched = sum(i.raised_live for i in incidents)
-            _err.print(f"{len(incidents)} incidents ({live_matched} also raised live); "
-                       f"{replay.live_alerts} alerts in the log")
+            _err.print(
+                f"{len(incidents)} incidents ({live_matched} also raised live); "
+                f"{replay.live_alerts} alerts in the log"
+            )
             _report_rate(stats)
             return 0
     raise AssertionError(args.command)

@@ -121,54 +121,108 @@ def verify(lines: Iterable[bytes], *, expect_final: str | None = None) -> Verdic
         elif kind == "trailer":
             trailer = current
             if current.get("count") != events or current.get("final_hash") != expected:
-                return _fail(current, seen, events, "changed", "trailer's count or final hash "
-                             "disagrees with the chain (rewritten trailer)")
+                return _fail(
+                    current,
+                    seen,
+                    events,
+                    "changed",
+                    "trailer's count or final hash disagrees with the chain (rewritten trailer)",
+                )
         before, expected = expected, str(current.get("hash"))
         previous, current = current, following
     if trailer is None:
-        return Verdict(False, seen, events, problem="truncated", line=seen + 1,
-                       message=f"no trailer: lines were removed after line {seen}")
+        return Verdict(
+            False,
+            seen,
+            events,
+            problem="truncated",
+            line=seen + 1,
+            message=f"no trailer: lines were removed after line {seen}",
+        )
     if expect_final is not None and expected != expect_final:
-        return Verdict(False, seen, events, final_hash=expected, problem="final_mismatch",
-                       line=trailer.number, message="the chain is consistent but its final hash "
-                       "is not the one recorded: the file was rewritten from some line onwards")
+        return Verdict(
+            False,
+            seen,
+            events,
+            final_hash=expected,
+            problem="final_mismatch",
+            line=trailer.number,
+            message="the chain is consistent but its final hash "
+            "is not the one recorded: the file was rewritten from some line onwards",
+        )
     return Verdict(True, seen, events, final_hash=expected, message="intact")
 
 
 def _check(
-    line: _Line, previous: _Line | None, following: _Line | None, expected: str, before: str | None, index: int,
+    line: _Line,
+    previous: _Line | None,
+    following: _Line | None,
+    expected: str,
+    before: str | None,
+    index: int,
     trailer: _Line | None,
 ) -> dict[str, Any] | None:
     where = {"line": line.number, "event_id": line.event_id}
     if line.obj is None:
-        return {"problem": "malformed", "message": f"line {line.number} is not a JSON object", **where}
+        return {
+            "problem": "malformed",
+            "message": f"line {line.number} is not a JSON object",
+            **where,
+        }
     if trailer is not None:
-        return {"problem": "inserted", "message": f"line {line.number} follows the trailer", **where}
+        return {
+            "problem": "inserted",
+            "message": f"line {line.number} follows the trailer",
+            **where,
+        }
     content_ok = line.get("hash") == link_hash(line.obj)
     link_ok = line.get("prev_hash") == expected
     if content_ok and link_ok:
         kind = line.get("kind")
         if (index == 1) != (kind == "header"):
-            return {"problem": "changed", "message": f"line {line.number}: header out of place",
-                    **where}
+            return {
+                "problem": "changed",
+                "message": f"line {line.number}: header out of place",
+                **where,
+            }
         return None
     next_prev = following.get("prev_hash") if following is not None else None
     if next_prev == expected:
         # The chain goes on from the line before, past this one: it does not belong.
-        return {"problem": "inserted", **where,
-                "message": f"line {line.number} was inserted (the next line links past it)"}
+        return {
+            "problem": "inserted",
+            **where,
+            "message": f"line {line.number} was inserted (the next line links past it)",
+        }
     if not content_ok:
-        return {"problem": "changed", **where,
-                "message": f"line {line.number} was changed (its hash does not match its content)"}
+        return {
+            "problem": "changed",
+            **where,
+            "message": f"line {line.number} was changed (its hash does not match its content)",
+        }
     if previous is not None and line.get("prev_hash") == before:
         # The previous line carried a valid hash but the chain skips it: it was inserted.
-        return {"problem": "inserted", "line": previous.number, "event_id": previous.event_id,
-                "message": f"line {previous.number} was inserted (line {line.number} links past it)"}
-    return {"problem": "removed", **where,
-            "message": f"an event was removed just before line {line.number} "
-                       "(or the line before it was rewritten together with its hash)"}
+        return {
+            "problem": "inserted",
+            "line": previous.number,
+            "event_id": previous.event_id,
+            "message": f"line {previous.number} was inserted (line {line.number} links past it)",
+        }
+    return {
+        "problem": "removed",
+        **where,
+        "message": f"an event was removed just before line {line.number} "
+        "(or the line before it was rewritten together with its hash)",
+    }
 
 
 def _fail(line: _Line, seen: int, events: int, problem: Problem, message: str) -> Verdict:
-    return Verdict(False, seen, events, problem=problem, line=line.number,
-                   event_id=line.event_id, message=message)
+    return Verdict(
+        False,
+        seen,
+        events,
+        problem=problem,
+        line=line.number,
+        event_id=line.event_id,
+        message=message,
+    )

@@ -106,7 +106,9 @@ async def _exam_events(
 
 async def _open_source(stack: AsyncExitStack, settings: Settings) -> LogSource:
     source = LogSource(
-        settings.kafka, client_id=settings.audit.client_id, max_records=settings.audit.fetch_max_records
+        settings.kafka,
+        client_id=settings.audit.client_id,
+        max_records=settings.audit.fetch_max_records,
     )
     await source.open()
     stack.push_async_callback(source.close)
@@ -141,8 +143,13 @@ class ExportSummary:
 
 
 async def export(
-    settings: Settings, selection: Selection, fmt: Format, out: Path, tz: ZoneInfo,
-    *, progress: Callable[[int], Advance] | None = None,
+    settings: Settings,
+    selection: Selection,
+    fmt: Format,
+    out: Path,
+    tz: ZoneInfo,
+    *,
+    progress: Callable[[int], Advance] | None = None,
 ) -> ExportSummary:
     async with AsyncExitStack() as stack:
         source = await _open_source(stack, settings)
@@ -156,7 +163,9 @@ async def export(
                 obj = record.obj
                 if not selection.wants(obj):
                     continue
-                if not recent.first_time(dedupe_key(selection.exam, obj.get("attempt")), str(obj.get("id"))):
+                if not recent.first_time(
+                    dedupe_key(selection.exam, obj.get("attempt")), str(obj.get("id"))
+                ):
                     continue
                 yield record
 
@@ -169,8 +178,14 @@ async def export(
                 async for record in selected():
                     sink.write(chain.event(record.partition, record.offset, record.obj))
                 count = chain.events
-                sink.write(chain.trailer({"duplicates_dropped": recent.dropped,
-                                          "undecodable_skipped": stats.undecodable}))
+                sink.write(
+                    chain.trailer(
+                        {
+                            "duplicates_dropped": recent.dropped,
+                            "undecodable_skipped": stats.undecodable,
+                        }
+                    )
+                )
                 return ExportSummary(count, recent.dropped, stats, span, chain.last_hash, anchor)
             if fmt == "csv":
                 text = io.TextIOWrapper(sink, encoding="utf-8", newline="")
@@ -204,7 +219,8 @@ def _header(selection: Selection, span: LogSpan, tz: ZoneInfo) -> dict[str, Any]
     return {
         "exam": selection.exam,
         "range": {
-            "from": selection.span.start, "to": selection.span.end,
+            "from": selection.span.start,
+            "to": selection.span.end,
             "from_local": iso_time(selection.span.start, tz) or None,
             "to_local": iso_time(selection.span.end, tz) or None,
         },
@@ -266,7 +282,10 @@ class RebuildReport:
 
 
 async def rebuild(
-    settings: Settings, exam: str, *, repair: bool = False,
+    settings: Settings,
+    exam: str,
+    *,
+    repair: bool = False,
     progress: Callable[[int], Advance] | None = None,
 ) -> RebuildReport:
     fold = ExamFold()
@@ -290,8 +309,11 @@ async def rebuild(
             return report
         outcomes = await store.put_first_attempt(list(expected.values()))
         report.written = sum(o.result == "written" for o in outcomes)
-        report.refused = [f"{o.view.student}: {o.result}" for o in outcomes if o.result != "written"
-                          and o.holder != o.view]
+        report.refused = [
+            f"{o.view.student}: {o.result}"
+            for o in outcomes
+            if o.result != "written" and o.holder != o.view
+        ]
         report.snapshot_written, report.snapshot_behind = await _repair_snapshot(
             settings, stack, exam, fold
         )
@@ -302,9 +324,11 @@ async def rebuild(
         # The status service's writes only move forward, so under live load it may have
         # written states newer than the span this repair folded: those won, rightly.
         ahead = {
-            student for student, view in stored.items()
+            student
+            for student, view in stored.items()
             if (want := expected.get(student)) is not None
-            and view.attempt == want.attempt and view.seq > want.seq
+            and view.attempt == want.attempt
+            and view.seq > want.seq
         }
         left = diff_first_attempts(expected, stored)
         report.after_repair = [d for d in left if d.student not in ahead]
@@ -348,7 +372,9 @@ async def _repair_snapshot(
     except (RedisError, OSError, TimeoutError) as exc:
         raise StoreUnavailable(f"Redis: {exc!r}") from exc
     now = {s.view.attempt: s.view.seq for s in after}
-    behind = sorted(s.view.attempt for s in fold.states.values() if now.get(s.view.attempt, -2) < s.view.seq)
+    behind = sorted(
+        s.view.attempt for s in fold.states.values() if now.get(s.view.attempt, -2) < s.view.seq
+    )
     return len(stale) - len(behind), behind
 
 
@@ -356,7 +382,11 @@ async def _repair_snapshot(
 
 
 async def replay_alerts(
-    settings: Settings, exam: str, thresholds: AlertThresholds, *, span: TimeRange = TimeRange(),
+    settings: Settings,
+    exam: str,
+    thresholds: AlertThresholds,
+    *,
+    span: TimeRange = TimeRange(),
     progress: Callable[[int], Advance] | None = None,
 ) -> tuple[list[Incident], AlertReplay, ScanStats]:
     replay = AlertReplay(thresholds, tick_ms=settings.audit.alert_tick_ms)
@@ -375,9 +405,15 @@ async def replay_alerts(
 def views_table_rows(views: list[StudentView], tz: ZoneInfo) -> Iterator[list[str]]:
     for v in views:
         yield [
-            v.student, str(v.attempt_no), v.status + (" (paused)" if v.paused else ""),
-            "" if v.question_current is None else str(v.question_current), f"{v.answered}/{v.total}",
-            format_time(v.time_end, tz), "yes" if v.submitted else "",
-            "" if v.score is None else f"{v.score:g}", str(v.away_count), str(v.offline_count),
+            v.student,
+            str(v.attempt_no),
+            v.status + (" (paused)" if v.paused else ""),
+            "" if v.question_current is None else str(v.question_current),
+            f"{v.answered}/{v.total}",
+            format_time(v.time_end, tz),
+            "yes" if v.submitted else "",
+            "" if v.score is None else f"{v.score:g}",
+            str(v.away_count),
+            str(v.offline_count),
             str(v.seq),
         ]

@@ -21,7 +21,9 @@ class Difference:
         if self.kind == "missing":
             return f"{self.student}: no item in DynamoDB (log has attempt {self.from_log})"
         if self.kind == "extra":
-            return f"{self.student}: item in DynamoDB (attempt {self.in_store}) but nothing in the log"
+            return (
+                f"{self.student}: item in DynamoDB (attempt {self.in_store}) but nothing in the log"
+            )
         return f"{self.student}: {self.field}: log {self.from_log!r} != DynamoDB {self.in_store!r}"
 
 

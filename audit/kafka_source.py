@@ -92,12 +92,16 @@ class LogSource:
                 start_ms, end_ms = span.lookup_start(slack_ms), span.lookup_end(slack_ms)
                 if start_ms is not None:
                     found = await self._consumer.offsets_for_times({tp: start_ms for tp in tps})
-                    starts = {tp: ends[tp] if found[tp] is None else max(starts[tp], found[tp].offset)
-                              for tp in tps}
+                    starts = {
+                        tp: ends[tp] if found[tp] is None else max(starts[tp], found[tp].offset)
+                        for tp in tps
+                    }
                 if end_ms is not None:
                     found = await self._consumer.offsets_for_times({tp: end_ms for tp in tps})
-                    ends = {tp: ends[tp] if found[tp] is None else min(ends[tp], found[tp].offset)
-                            for tp in tps}
+                    ends = {
+                        tp: ends[tp] if found[tp] is None else min(ends[tp], found[tp].offset)
+                        for tp in tps
+                    }
         except (KafkaError, OSError, TimeoutError) as exc:
             raise LogUnavailable(f"offsets of {topic}: {exc!r}") from exc
         return LogSpan(topic, {tp.partition: (starts[tp], max(starts[tp], ends[tp])) for tp in tps})
@@ -125,7 +129,9 @@ class LogSource:
             while position < end and idle < 5:
                 try:
                     async with asyncio.timeout(self._timeout * 3):
-                        batch = await consumer.getmany(tp, timeout_ms=1000, max_records=self._max_records)
+                        batch = await consumer.getmany(
+                            tp, timeout_ms=1000, max_records=self._max_records
+                        )
                 except (KafkaError, OSError) as exc:
                     raise LogUnavailable(f"reading {tp}: {exc!r}") from exc
                 except TimeoutError as exc:

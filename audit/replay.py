@@ -32,7 +32,10 @@ class ExamFold:
             self.states[event.attempt] = new
 
     def views(self) -> list[StudentView]:
-        return sorted((s.view for s in self.states.values()), key=lambda v: (v.student, v.attempt_no, v.attempt))
+        return sorted(
+            (s.view for s in self.states.values()),
+            key=lambda v: (v.student, v.attempt_no, v.attempt),
+        )
 
 
 def first_attempts(views: Iterable[StudentView]) -> dict[str, StudentView]:

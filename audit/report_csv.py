@@ -10,10 +10,34 @@ import orjson
 from audit.times import iso_time
 
 COLUMNS = (
-    "partition", "offset", "id", "type", "exam", "attempt", "student", "server_time",
-    "client_time", "ts", "client_ts", "client_seq", "source_kind", "source_id", "details",
+    "partition",
+    "offset",
+    "id",
+    "type",
+    "exam",
+    "attempt",
+    "student",
+    "server_time",
+    "client_time",
+    "ts",
+    "client_ts",
+    "client_seq",
+    "source_kind",
+    "source_id",
+    "details",
 )
-_COMMON = {"v", "id", "type", "exam", "attempt", "student", "ts", "client_ts", "client_seq", "source"}
+_COMMON = {
+    "v",
+    "id",
+    "type",
+    "exam",
+    "attempt",
+    "student",
+    "ts",
+    "client_ts",
+    "client_seq",
+    "source",
+}
 
 
 def row(partition: int, offset: int, event: dict[str, Any], tz: ZoneInfo) -> list[object]:
@@ -21,11 +45,19 @@ def row(partition: int, offset: int, event: dict[str, Any], tz: ZoneInfo) -> lis
     details = {k: v for k, v in event.items() if k not in _COMMON}
     ts, client_ts = event.get("ts"), event.get("client_ts")
     return [
-        partition, offset, event.get("id"), event.get("type"), event.get("exam"),
-        event.get("attempt", ""), event.get("student", ""),
+        partition,
+        offset,
+        event.get("id"),
+        event.get("type"),
+        event.get("exam"),
+        event.get("attempt", ""),
+        event.get("student", ""),
         iso_time(ts if isinstance(ts, int) else None, tz),
         iso_time(client_ts if isinstance(client_ts, int) else None, tz),
-        ts, client_ts if client_ts is not None else "", event.get("client_seq", ""),
-        source.get("kind", ""), source.get("id", ""),
+        ts,
+        client_ts if client_ts is not None else "",
+        event.get("client_seq", ""),
+        source.get("kind", ""),
+        source.get("id", ""),
         orjson.dumps(details, option=orjson.OPT_SORT_KEYS).decode() if details else "",
     ]

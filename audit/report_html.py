@@ -24,8 +24,10 @@ def render(
 ) -> Iterator[str]:
     """The report in pieces (write them as they come)."""
     title = f"Exam {timeline.exam}: audit report"
-    yield (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
-           f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>")
+    yield (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>"
+    )
     yield "<table class='summary'>"
     for name, value in header.items():
         yield f"<tr><td>{escape(name)}</td><td>{escape(str(value))}</td></tr>"
@@ -44,32 +46,43 @@ def _attempt(timeline: AttemptTimeline, tz: ZoneInfo) -> Iterator[str]:
     view = timeline.view
     name = f" ({view.name})" if view is not None and view.name else ""
     number = view.attempt_no if view is not None else "?"
-    yield (f"<h2 id='{escape(timeline.attempt, quote=True)}'>Student {escape(timeline.student)}"
-           f"{escape(name)}, attempt {number} <span class='meta'>{escape(timeline.attempt)}</span></h2>")
+    yield (
+        f"<h2 id='{escape(timeline.attempt, quote=True)}'>Student {escape(timeline.student)}"
+        f"{escape(name)}, attempt {number} "
+        f"<span class='meta'>{escape(timeline.attempt)}</span></h2>"
+    )
     if view is not None:
         score = "" if view.score is None else f", score {view.score:g}"
-        yield (f"<p>{'submitted' if view.submitted else 'not submitted'}{escape(score)}; "
-               f"answered {view.answered}/{view.total}; away {view.away_count} times "
-               f"({format_duration(view.away_ms_total)} in all); offline {view.offline_count} "
-               f"times; extended {view.extended_s} s</p>")
+        yield (
+            f"<p>{'submitted' if view.submitted else 'not submitted'}{escape(score)}; "
+            f"answered {view.answered}/{view.total}; away {view.away_count} times "
+            f"({format_duration(view.away_ms_total)} in all); offline {view.offline_count} "
+            f"times; extended {view.extended_s} s</p>"
+        )
     yield "<table><tr><th>status</th><th>from</th><th>to</th><th>duration</th><th>reason</th></tr>"
     for episode in timeline.episodes:
-        yield (f"<tr class='{episode.status}'><td>{episode.status}</td>"
-               f"<td>{escape(format_time(episode.start, tz))}</td>"
-               f"<td>{escape(format_time(episode.end, tz))}</td>"
-               f"<td>{escape(format_duration(episode.duration_ms))}</td>"
-               f"<td>{escape(episode.reason or '')}</td></tr>")
+        yield (
+            f"<tr class='{episode.status}'><td>{episode.status}</td>"
+            f"<td>{escape(format_time(episode.start, tz))}</td>"
+            f"<td>{escape(format_time(episode.end, tz))}</td>"
+            f"<td>{escape(format_duration(episode.duration_ms))}</td>"
+            f"<td>{escape(episode.reason or '')}</td></tr>"
+        )
     yield "</table>"
     yield from _entries(timeline.entries, tz)
 
 
 def _entries(entries: list[Entry], tz: ZoneInfo) -> Iterator[str]:
-    yield ("<table><tr><th>server time</th><th>client time</th><th>who</th><th>what</th>"
-           "<th>offset</th></tr>")
+    yield (
+        "<table><tr><th>server time</th><th>client time</th><th>who</th><th>what</th>"
+        "<th>offset</th></tr>"
+    )
     for entry in entries:
         css = " class='proctor'" if entry.actor.startswith("proctor") else ""
-        yield (f"<tr{css}><td>{escape(format_time(entry.ts, tz))}</td>"
-               f"<td>{escape(format_time(entry.client_ts, tz))}</td>"
-               f"<td>{escape(entry.actor)}</td><td>{escape(entry.text)}</td>"
-               f"<td>{entry.offset}</td></tr>")
+        yield (
+            f"<tr{css}><td>{escape(format_time(entry.ts, tz))}</td>"
+            f"<td>{escape(format_time(entry.client_ts, tz))}</td>"
+            f"<td>{escape(entry.actor)}</td><td>{escape(entry.text)}</td>"
+            f"<td>{entry.offset}</td></tr>"
+        )
     yield "</table>"

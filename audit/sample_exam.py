@@ -67,8 +67,11 @@ def simulate(
         base = start_ms + step * step_ms
         if step and step % 120 == 0:
             yield ProctorAnnouncement(
-                id=f"{exam}-ann-{step}", exam=exam, ts=base,
-                source=EventSource(kind="proctor", id="proctor-1"), text=f"{step} steps in",
+                id=f"{exam}-ann-{step}",
+                exam=exam,
+                ts=base,
+                source=EventSource(kind="proctor", id="proctor-1"),
+                text=f"{step} steps in",
             )
         for n, s in enumerate(roster):
             ts = base + n * slot_ms + 1
@@ -76,19 +79,37 @@ def simulate(
 
 
 def _step(
-    exam: str, s: _Student, step: int, steps: int, ts: int, rng: random.Random, deadline_s: int,
+    exam: str,
+    s: _Student,
+    step: int,
+    steps: int,
+    ts: int,
+    rng: random.Random,
+    deadline_s: int,
     start_ms: int,
 ) -> Iterator[ExamEvent]:
     common = {"exam": exam, "attempt": s.attempt, "student": s.student, "ts": ts}
     if step == 0:
-        yield _student(s, StudentConnected, common, name=f"Student {s.student}",
-                       time_end=start_ms + deadline_s * 1000, conn=f"c-{s.student}-0", gateway=0)
+        yield _student(
+            s,
+            StudentConnected,
+            common,
+            name=f"Student {s.student}",
+            time_end=start_ms + deadline_s * 1000,
+            conn=f"c-{s.student}-0",
+            gateway=0,
+        )
         return
     if s.offline_since is not None:
         s.counter += 1
         yield _student(s, StudentConnected, common, conn=f"c-{s.student}-{s.counter}", gateway=1)
-        yield StudentBackOnline(id=f"{s.attempt}-back-{ts}", source=NOTIFIER,
-                                offline_ms=ts - s.offline_since, reason="heartbeat_timeout", **common)
+        yield StudentBackOnline(
+            id=f"{s.attempt}-back-{ts}",
+            source=NOTIFIER,
+            offline_ms=ts - s.offline_since,
+            reason="heartbeat_timeout",
+            **common,
+        )
         s.offline_since = None
         return
     if step == steps - 1:
@@ -99,14 +120,27 @@ def _step(
         yield s.last  # a client resend after a reconnect: same id, written again
     elif roll < 0.015:
         s.offline_since = ts - 3000
-        yield StudentOffline(id=f"{s.attempt}-off-{ts}", source=NOTIFIER, reason="heartbeat_timeout",
-                             since=s.offline_since, **common)
+        yield StudentOffline(
+            id=f"{s.attempt}-off-{ts}",
+            source=NOTIFIER,
+            reason="heartbeat_timeout",
+            since=s.offline_since,
+            **common,
+        )
     elif roll < 0.02:
-        yield ProctorMessage(id=f"{s.attempt}-msg-{ts}", source=EventSource(kind="proctor", id="proctor-2"),
-                             text="please keep your eyes on the screen", **common)
+        yield ProctorMessage(
+            id=f"{s.attempt}-msg-{ts}",
+            source=EventSource(kind="proctor", id="proctor-2"),
+            text="please keep your eyes on the screen",
+            **common,
+        )
     elif roll < 0.021:
-        yield ProctorTimeExtended(id=f"{s.attempt}-ext-{ts}",
-                                  source=EventSource(kind="proctor", id="proctor-1"), seconds=300, **common)
+        yield ProctorTimeExtended(
+            id=f"{s.attempt}-ext-{ts}",
+            source=EventSource(kind="proctor", id="proctor-1"),
+            seconds=300,
+            **common,
+        )
     elif s.away and roll < 0.35 or not s.away and roll < 0.06:
         # Away episodes last a few steps: some longer than 20 s, fewer longer than 30 s.
         s.away = not s.away
@@ -116,15 +150,27 @@ def _step(
         yield _student(s, StudentAnswer, common, question=s.question, answer=rng.choice("ABCD"))
     else:
         s.question = min(QUESTIONS, s.answered + 1)
-        yield _student(s, StudentProgress, common, question_current=s.question, answered=s.answered,
-                       total=QUESTIONS)
+        yield _student(
+            s,
+            StudentProgress,
+            common,
+            question_current=s.question,
+            answered=s.answered,
+            total=QUESTIONS,
+        )
 
 
-def _student(s: _Student, kind: type[ExamEvent], common: dict[str, object], **fields: object) -> ExamEvent:
+def _student(
+    s: _Student, kind: type[ExamEvent], common: dict[str, object], **fields: object
+) -> ExamEvent:
     s.client_seq += 1
     event = kind.model_validate(
-        common | fields | {
-            "id": f"{s.attempt}-{s.client_seq}", "client_seq": s.client_seq, "source": s.source,
+        common
+        | fields
+        | {
+            "id": f"{s.attempt}-{s.client_seq}",
+            "client_seq": s.client_seq,
+            "source": s.source,
             "client_ts": int(common["ts"]) - 40,  # type: ignore[call-overload]
         }
     )

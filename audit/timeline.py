@@ -139,9 +139,13 @@ def _describe(event: ExamEvent) -> str | None:
         case StudentStatus():
             return None  # shown as episodes
         case StudentProgress():
-            remaining = "" if event.time_remaining_s is None else f", {event.time_remaining_s} s left"
-            return (f"on question {event.question_current}, answered {event.answered}"
-                    f"/{event.total}{remaining}")
+            remaining = (
+                "" if event.time_remaining_s is None else f", {event.time_remaining_s} s left"
+            )
+            return (
+                f"on question {event.question_current}, answered {event.answered}"
+                f"/{event.total}{remaining}"
+            )
         case StudentAnswer():
             return f"answered question {event.question}: {event.answer}"
         case StudentSubmitted():

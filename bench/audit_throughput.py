@@ -31,7 +31,9 @@ from audit.sample_exam import simulate
 from schemas.events import encode_event, log_key
 
 
-async def write(kafka: KafkaSettings, exam: str, other: str, students: int, steps: int) -> tuple[int, int, int]:
+async def write(
+    kafka: KafkaSettings, exam: str, other: str, students: int, steps: int
+) -> tuple[int, int, int]:
     producer = durable_producer(kafka, client_id="audit-bench", linger_ms=5)
     await producer.start()
     written = first_ts = last_ts = 0
@@ -46,8 +48,14 @@ async def write(kafka: KafkaSettings, exam: str, other: str, students: int, step
         for event in merged:
             first_ts = first_ts or event.ts
             last_ts = max(last_ts, event.ts)
-            pending.append(await producer.send(
-                kafka.events_topic, encode_event(event), key=log_key(event), timestamp_ms=event.ts))
+            pending.append(
+                await producer.send(
+                    kafka.events_topic,
+                    encode_event(event),
+                    key=log_key(event),
+                    timestamp_ms=event.ts,
+                )
+            )
             written += 1
             if len(pending) >= 20_000:
                 await asyncio.gather(*pending)
@@ -63,8 +71,10 @@ async def write(kafka: KafkaSettings, exam: str, other: str, students: int, step
 def run(name: str, args: list[str], env: dict[str, str]) -> dict[str, object]:
     started = time.perf_counter()
     child = subprocess.Popen(
-        [sys.executable, "-m", "audit", "--quiet", *args], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "audit", "--quiet", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     assert child.stdout is not None and child.stderr is not None
     # Read the pipes before waiting so a chatty child never blocks on a full pipe.
@@ -75,12 +85,17 @@ def run(name: str, args: list[str], env: dict[str, str]) -> dict[str, object]:
     summary = next((line for line in stderr.decode().splitlines() if "records/s" in line), "")
     rate = re.search(r"read ([\d,]+) records .* in ([\d.]+) s: ([\d,]+) records/s", summary)
     result: dict[str, object] = {
-        "command": name, "exit": child.returncode, "wall_s": round(seconds, 2),
+        "command": name,
+        "exit": child.returncode,
+        "wall_s": round(seconds, 2),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
     }
     if rate:
-        result |= {"records_read": int(rate[1].replace(",", "")), "read_s": float(rate[2]),
-                   "records_per_s": int(rate[3].replace(",", ""))}
+        result |= {
+            "records_read": int(rate[1].replace(",", "")),
+            "read_s": float(rate[2]),
+            "records_per_s": int(rate[3].replace(",", "")),
+        }
     result["summary"] = summary.strip()
     if child.returncode not in (0, 1):
         result["stderr"] = stderr.decode()[-2000:]
@@ -101,7 +116,9 @@ async def main() -> None:
     base = CommonSettings()
     run_id = f"bench-audit-{uuid.uuid4().hex[:8]}"
     kafka = KafkaSettings.for_run(
-        run_id, bootstrap=base.kafka.bootstrap, events_partitions=args.partitions,
+        run_id,
+        bootstrap=base.kafka.bootstrap,
+        events_partitions=args.partitions,
         deliveries_partitions=1,
     )
     await ensure_topics(kafka)
@@ -119,26 +136,58 @@ async def main() -> None:
         quarter = (last_ts - first_ts) // 4
         with tempfile.TemporaryDirectory() as tmp:
             runs = [
-                run("export jsonl (whole exam)", ["export", "--exam", exam, "--format", "jsonl",
-                                                  "--out", f"{tmp}/exam.jsonl"], env),
+                run(
+                    "export jsonl (whole exam)",
+                    ["export", "--exam", exam, "--format", "jsonl", "--out", f"{tmp}/exam.jsonl"],
+                    env,
+                ),
                 run("verify", ["verify", f"{tmp}/exam.jsonl"], env),
-                run("export csv (whole exam)", ["export", "--exam", exam, "--format", "csv",
-                                                "--out", f"{tmp}/exam.csv"], env),
-                run("export jsonl (middle half, time index)", [
-                    "export", "--exam", exam, "--from", str(middle - quarter), "--to",
-                    str(middle + quarter), "--format", "jsonl", "--out", f"{tmp}/half.jsonl"], env),
-                run("at (middle)", ["at", "--exam", exam, "--time", str(middle), "--format", "json"], env),
-                run("alerts (away 20 s)", ["alerts", "--exam", exam, "--away-threshold-s", "20",
-                                           "--format", "json"], env),
+                run(
+                    "export csv (whole exam)",
+                    ["export", "--exam", exam, "--format", "csv", "--out", f"{tmp}/exam.csv"],
+                    env,
+                ),
+                run(
+                    "export jsonl (middle half, time index)",
+                    [
+                        "export",
+                        "--exam",
+                        exam,
+                        "--from",
+                        str(middle - quarter),
+                        "--to",
+                        str(middle + quarter),
+                        "--format",
+                        "jsonl",
+                        "--out",
+                        f"{tmp}/half.jsonl",
+                    ],
+                    env,
+                ),
+                run(
+                    "at (middle)",
+                    ["at", "--exam", exam, "--time", str(middle), "--format", "json"],
+                    env,
+                ),
+                run(
+                    "alerts (away 20 s)",
+                    ["alerts", "--exam", exam, "--away-threshold-s", "20", "--format", "json"],
+                    env,
+                ),
             ]
             export_bytes = Path(f"{tmp}/exam.jsonl").stat().st_size
     finally:
         if not args.keep:
             await delete_topics(kafka)
     result = {
-        "topic": kafka.events_topic, "exam": exam,
-        "students": args.students, "steps": args.steps, "partitions": args.partitions,
-        "events_in_log": written, "write_s": round(write_s, 1), "export_jsonl_mb": round(export_bytes / 2**20, 1),
+        "topic": kafka.events_topic,
+        "exam": exam,
+        "students": args.students,
+        "steps": args.steps,
+        "partitions": args.partitions,
+        "events_in_log": written,
+        "write_s": round(write_s, 1),
+        "export_jsonl_mb": round(export_bytes / 2**20, 1),
         "runs": runs,
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -20,13 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 from adapters.tokens import ProctorIdentity, StudentIdentity, TokenCodec
 from simulator.accounting import Receipt, json_safe
 from simulator.accounting import account as delivery_account
 from simulator.clients import ProctorBot, StudentBot, client_session
 from simulator.system import ROOT, SECRET, bench_system
-
 
 
 def account(students: list[StudentBot], proctors: list[ProctorBot]) -> dict[str, Any]:

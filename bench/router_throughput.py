@@ -45,9 +45,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-import orjson
 from pydantic import ValidationError
 
 from adapters.kafka_topics import ensure_topics
@@ -134,28 +134,60 @@ def make_event(i: int, attempt: str, exam: str, rng: random.Random) -> ExamEvent
     roll = rng.random()
     if roll < 0.005:
         return ProctorAnnouncement(
-            id=f"ev{i}", exam=exam, attempt=None, ts=now,
-            source=EventSource(kind="proctor", id="p1"), text="Ten minutes left",
+            id=f"ev{i}",
+            exam=exam,
+            attempt=None,
+            ts=now,
+            source=EventSource(kind="proctor", id="p1"),
+            text="Ten minutes left",
         )
     if roll < 0.02:
         return ProctorMessage(
-            id=f"ev{i}", exam=exam, attempt=attempt, ts=now,
-            source=EventSource(kind="proctor", id="p1"), text="Please keep the exam tab focused",
+            id=f"ev{i}",
+            exam=exam,
+            attempt=attempt,
+            ts=now,
+            source=EventSource(kind="proctor", id="p1"),
+            text="Please keep the exam tab focused",
         )
     if roll < 0.35:
         return StudentStatus(
-            id=f"ev{i}", exam=exam, attempt=attempt, student=student, ts=now, client_ts=now,
-            client_seq=i + 1, source=src, status="away" if rng.random() < 0.3 else "active",
+            id=f"ev{i}",
+            exam=exam,
+            attempt=attempt,
+            student=student,
+            ts=now,
+            client_ts=now,
+            client_seq=i + 1,
+            source=src,
+            status="away" if rng.random() < 0.3 else "active",
         )
     if roll < 0.85:
         return StudentProgress(
-            id=f"ev{i}", exam=exam, attempt=attempt, student=student, ts=now, client_ts=now,
-            client_seq=i + 1, source=src, question_current=rng.randrange(40),
-            answered=rng.randrange(40), total=40, time_remaining_s=rng.randrange(3600),
+            id=f"ev{i}",
+            exam=exam,
+            attempt=attempt,
+            student=student,
+            ts=now,
+            client_ts=now,
+            client_seq=i + 1,
+            source=src,
+            question_current=rng.randrange(40),
+            answered=rng.randrange(40),
+            total=40,
+            time_remaining_s=rng.randrange(3600),
         )
     return StudentAnswer(
-        id=f"ev{i}", exam=exam, attempt=attempt, student=student, ts=now, client_ts=now,
-        client_seq=i + 1, source=src, question=rng.randrange(40), answer="B" * rng.randrange(1, 80),
+        id=f"ev{i}",
+        exam=exam,
+        attempt=attempt,
+        student=student,
+        ts=now,
+        client_ts=now,
+        client_seq=i + 1,
+        source=src,
+        question=rng.randrange(40),
+        answer="B" * rng.randrange(1, 80),
     )
 
 
@@ -183,8 +215,12 @@ def free_port() -> int:
 
 def scrape(port: int) -> dict[str, float]:
     wanted = {
-        "router_events_total", "router_records_total", "router_record_bytes_total",
-        "router_batch_events_count", "router_batch_events_sum", "router_batch_seconds_sum",
+        "router_events_total",
+        "router_records_total",
+        "router_record_bytes_total",
+        "router_batch_events_count",
+        "router_batch_events_sum",
+        "router_batch_seconds_sum",
         "router_bad_events_total",
     }
     out: dict[str, float] = {}
@@ -244,8 +280,20 @@ def router_command(args: argparse.Namespace) -> list[str]:
     if not args.profile:
         return [sys.executable, "-m", "services.router"]
     renderer = "html" if args.profile.endswith(".html") else "text"
-    return [sys.executable, "-m", "pyinstrument", "--show-all", "-i", "0.005", "-o", args.profile,
-            "-r", renderer, "-m", "services.router"]
+    return [
+        sys.executable,
+        "-m",
+        "pyinstrument",
+        "--show-all",
+        "-i",
+        "0.005",
+        "-o",
+        args.profile,
+        "-r",
+        renderer,
+        "-m",
+        "services.router",
+    ]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -258,9 +306,13 @@ class DeliveryReader:
 
     def __init__(self, kafka: KafkaSettings, slots: int, sent_at: dict[str, float] | None) -> None:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=kafka.bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=50,
-            max_partition_fetch_bytes=4 << 20, check_crcs=False,
+            bootstrap_servers=kafka.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=50,
+            max_partition_fetch_bytes=4 << 20,
+            check_crcs=False,
         )
         self._partitions = [TopicPartition(kafka.deliveries_topic, p) for p in range(slots)]
         self._sent_at = sent_at
@@ -371,9 +423,21 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
         if args.spy:
             spy = subprocess.Popen(
-                ["py-spy", "record", "--format", "raw", "--threads", "--rate", "200",
-                 "--output", args.spy, "--pid", str(router.pid)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    "py-spy",
+                    "record",
+                    "--format",
+                    "raw",
+                    "--threads",
+                    "--rate",
+                    "200",
+                    "--output",
+                    args.spy,
+                    "--pid",
+                    str(router.pid),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
         if paced:
             # Ready = every watch confirmed; then events flow at the chosen rate.
@@ -381,9 +445,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 check()
                 await reader.poll()
             assert sent_at is not None
-            pacer = asyncio.create_task(
-                pace(kafka, log_records, ids, args.rate, sent_at, acked_ms)
-            )
+            pacer = asyncio.create_task(pace(kafka, log_records, ids, args.rate, sent_at, acked_ms))
         while reader.received < expected:
             check()
             if await reader.poll() and not cpu_at_first:
@@ -499,8 +561,12 @@ async def delete_topics(kafka: KafkaSettings) -> None:
     await admin.start()
     try:
         await admin.delete_topics(
-            [kafka.events_topic, kafka.presence_topic, kafka.heartbeats_topic,
-             kafka.deliveries_topic]
+            [
+                kafka.events_topic,
+                kafka.presence_topic,
+                kafka.heartbeats_topic,
+                kafka.deliveries_topic,
+            ]
         )
     finally:
         await admin.close()
@@ -522,7 +588,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
-        "--rate", type=float, default=0.0,
+        "--rate",
+        type=float,
+        default=0.0,
         help="paced mode: produce at this many events/s while the router runs (latency)",
     )
     parser.add_argument(

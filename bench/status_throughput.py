@@ -1,4 +1,4 @@
-"""How fast the status service folds a backlog of the exam log, and how many DynamoDB writes it makes.
+"""How fast the status service folds a log backlog, and how many DynamoDB writes it makes.
 
 Writes N events for M attempts (each: a connect, then status/progress/answer updates) to a
 fresh topic, then runs the status service in-process on it (fresh group, Redis namespace and
@@ -47,22 +47,48 @@ def make_events(total: int, attempts: int, exams: int, seed: int) -> list[ExamEv
         source = EventSource(kind="student", id=student, gateway=0)
         common = {"exam": exam, "attempt": attempt, "student": student, "source": source}
         events: list[ExamEvent] = [
-            StudentConnected(id=f"{attempt}-0", ts=now, conn=f"c{n}", gateway=0, name=student,
-                             time_end=now + 3_600_000, **common)
+            StudentConnected(
+                id=f"{attempt}-0",
+                ts=now,
+                conn=f"c{n}",
+                gateway=0,
+                name=student,
+                time_end=now + 3_600_000,
+                **common,
+            )
         ]
         for k in range(1, per_attempt):
             ts, event_id = now + k * 5000, f"{attempt}-{k}"
             roll = rng.random()
             if roll < 0.4:
-                events.append(StudentProgress(id=event_id, ts=ts, client_seq=k, answered=k % 40,
-                                              total=40, question_current=k % 40,
-                                              time_remaining_s=3600 - k * 5, **common))
+                events.append(
+                    StudentProgress(
+                        id=event_id,
+                        ts=ts,
+                        client_seq=k,
+                        answered=k % 40,
+                        total=40,
+                        question_current=k % 40,
+                        time_remaining_s=3600 - k * 5,
+                        **common,
+                    )
+                )
             elif roll < 0.8:
-                events.append(StudentStatus(id=event_id, ts=ts, client_seq=k,
-                                            status=rng.choice(("active", "away")), **common))
+                events.append(
+                    StudentStatus(
+                        id=event_id,
+                        ts=ts,
+                        client_seq=k,
+                        status=rng.choice(("active", "away")),
+                        **common,
+                    )
+                )
             else:
-                events.append(StudentAnswer(id=event_id, ts=ts, client_seq=k, question=k % 40,
-                                            answer="B", **common))
+                events.append(
+                    StudentAnswer(
+                        id=event_id, ts=ts, client_seq=k, question=k % 40, answer="B", **common
+                    )
+                )
         streams.append(events)
     # Interleave attempts the way a live exam does: everyone progresses at once.
     interleaved: list[ExamEvent] = []
@@ -101,9 +127,14 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     base = CommonSettings()
     run = f"bench-{uuid.uuid4().hex[:8]}"
     kafka = base.kafka.model_copy(
-        update={"events_topic": f"{run}.events", "presence_topic": f"{run}.presence",
-                "heartbeats_topic": f"{run}.heartbeats", "deliveries_topic": f"{run}.deliveries",
-                "events_partitions": args.partitions, "deliveries_partitions": 1}
+        update={
+            "events_topic": f"{run}.events",
+            "presence_topic": f"{run}.presence",
+            "heartbeats_topic": f"{run}.heartbeats",
+            "deliveries_topic": f"{run}.deliveries",
+            "events_partitions": args.partitions,
+            "deliveries_partitions": 1,
+        }
     )
     redis_settings = RedisSettings(url=base.redis.url, key_prefix=f"{run}:")
     dynamo_settings = DynamoSettings(endpoint=base.dynamo.endpoint, table=f"{run}-first-attempts")
@@ -113,10 +144,16 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
 
     group = f"{run}-status"
     settings = Settings(
-        kafka=kafka, redis=redis_settings, dynamo=dynamo_settings, log_level="WARNING",
-        status=StatusServiceSettings(group_id=group, ops_port=0,
-                                     flush_interval_ms=args.flush_interval_ms,
-                                     dynamo_workers=args.dynamo_workers),
+        kafka=kafka,
+        redis=redis_settings,
+        dynamo=dynamo_settings,
+        log_level="WARNING",
+        status=StatusServiceSettings(
+            group_id=group,
+            ops_port=0,
+            flush_interval_ms=args.flush_interval_ms,
+            dynamo_workers=args.dynamo_workers,
+        ),
     )
     service = StatusService(settings)
     client = aioredis.Redis.from_url(redis_settings.url)
@@ -149,14 +186,22 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         await table.close()
         admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
         await admin.start()
-        await admin.delete_topics([kafka.events_topic, kafka.presence_topic,
-                                   kafka.heartbeats_topic, kafka.deliveries_topic])
+        await admin.delete_topics(
+            [
+                kafka.events_topic,
+                kafka.presence_topic,
+                kafka.heartbeats_topic,
+                kafka.deliveries_topic,
+            ]
+        )
         await admin.close()
 
     def sample(name: str, **labels: str) -> float:
         return service.registry.get_sample_value(name, labels or None) or 0.0
 
-    writes = sum(sample("status_dynamo_writes_total", outcome=o) for o in ("written", "refused", "failed"))
+    writes = sum(
+        sample("status_dynamo_writes_total", outcome=o) for o in ("written", "refused", "failed")
+    )
     state_changes = sample("status_state_changes_total")
     assert redis_done_s is not None
     return {

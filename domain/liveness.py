@@ -173,9 +173,7 @@ class LivenessTracker:
 
     @property
     def offline_count(self) -> int:
-        return sum(
-            1 for att in self._attempts.values() if att.verdict and not att.verdict.online
-        )
+        return sum(1 for att in self._attempts.values() if att.verdict and not att.verdict.online)
 
     @property
     def log_stalls(self) -> int:
@@ -356,9 +354,7 @@ class LivenessTracker:
             and rec.closed_at - att.last_offline_ms < self._config.flap_window_ms
         )
         grace = (
-            self._config.reconnect_grace_ms
-            if rec.reason == "server_shutdown" or flapping
-            else 0
+            self._config.reconnect_grace_ms if rec.reason == "server_shutdown" or flapping else 0
         )
         until = rec.closed_at + grace
         self._lose_if_alone(att, _Loss("closed", rec.closed_at, not_before=until, due=until))
@@ -508,7 +504,11 @@ class LivenessTracker:
         self, att: _Attempt, since: int, *, event: StudentBackOnline | None, due: int | None
     ) -> Verdict:
         liveness = AttemptLiveness(
-            exam=att.exam, attempt=att.attempt, student=att.student, online=True, since=since,
+            exam=att.exam,
+            attempt=att.attempt,
+            student=att.student,
+            online=True,
+            since=since,
             slot=att.slot,
         )
         att.verdict = liveness

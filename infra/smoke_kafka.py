@@ -70,9 +70,7 @@ async def run(bootstrap: str, count: int, partitions: int, timeout_s: float) -> 
             deadline = time.monotonic() + timeout_s
             while len(received) < count:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"timed out: received {len(received)}/{count} messages"
-                    )
+                    raise RuntimeError(f"timed out: received {len(received)}/{count} messages")
                 batches = await consumer.getmany(timeout_ms=1000)
                 for _tp, records in batches.items():
                     for r in records:

@@ -209,7 +209,9 @@ class SnapshotFrame(_Frame):
 class UpdatesFrame(_Frame):
     type: Literal["updates"] = "updates"
     exam: Id
-    students: list[StudentView] = Field(description="latest state per student; apply if seq is newer")
+    students: list[StudentView] = Field(
+        description="latest state per student; apply if seq is newer"
+    )
 
 
 class EventsFrame(_Frame):

@@ -8,7 +8,7 @@ Legacy clients neither number nor resend their frames and expect no acks.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -30,7 +30,9 @@ class LegacyQuizData(BaseModel):
     quiz_result_id: str | None = None
     score: float | None = None
     student_name: str | None = None
-    time_end: int | None = Field(default=None, description="epoch ms (ISO 8601 and seconds accepted)")
+    time_end: int | None = Field(
+        default=None, description="epoch ms (ISO 8601 and seconds accepted)"
+    )
     time_start: int | None = None
     topic_uuid: str | None = None
 
@@ -52,7 +54,7 @@ class LegacyQuizData(BaseModel):
             moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
             if moment.tzinfo is None:
                 # Read a zone-less time as UTC, so every gateway computes the same deadline.
-                moment = moment.replace(tzinfo=timezone.utc)
+                moment = moment.replace(tzinfo=UTC)
             return int(moment.timestamp() * 1000)
         number = int(value) if isinstance(value, (str, float)) else value
         # Seconds and milliseconds are both seen in the wild; 1e11 s is the year 5138.

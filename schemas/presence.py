@@ -3,7 +3,7 @@
 Presence holds who is connected where, keyed so compaction keeps the latest word on each
 thing; every consumer reads it whole from the beginning to rebuild its maps:
 
-- ``gw/<slot>``            GatewayUp: a gateway instance took the slot; older state of the slot is void.
+- ``gw/<slot>``            GatewayUp: a gateway instance took the slot; older state of it is void.
 - ``conn/<conn id>``       StudentConnection, then StudentDisconnection, then a tombstone.
 - ``sub/<slot>/<exam>``    ExamWatch while proctors on the slot watch the exam; tombstone after.
 - ``att/<attempt>``        AttemptLiveness: the notifier's verdict (its durable state).
@@ -66,7 +66,9 @@ class ExamWatch(_Frozen):
     slot: int = Field(ge=0)
     instance: Id
     exam: Id
-    request: Id = Field(description="echoed in the router's WatchReady so stale replies are ignored")
+    request: Id = Field(
+        description="echoed in the router's WatchReady so stale replies are ignored"
+    )
 
 
 class AttemptLiveness(_Frozen):

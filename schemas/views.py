@@ -32,7 +32,9 @@ class StudentView(BaseModel):
     question_current: int | None = None
     answered: int = 0
     total: int = 0
-    time_end: EpochMs | None = Field(default=None, description="deadline incl. extensions and pauses")
+    time_end: EpochMs | None = Field(
+        default=None, description="deadline incl. extensions and pauses"
+    )
     extended_s: int = 0
     paused: bool = False
     paused_at: EpochMs | None = None

@@ -78,9 +78,9 @@ async def measured_load(
                 sampler.add(f"simulator-worker-{n}", pid)
         t = progress.totals()
         busy = sampler.timeline[-1] if sampler.timeline else {}
-        hottest = sorted(
-            ((v, k) for k, v in busy.items() if k.endswith(".cores")), reverse=True
-        )[:3]
+        hottest = sorted(((v, k) for k, v in busy.items() if k.endswith(".cores")), reverse=True)[
+            :3
+        ]
         live.update(
             f"[bold]{label}[/] {progress.phase} {time.monotonic() - started:5.0f}s  "
             f"connected {t['connected']} failed {t['failed']}  sent {t['sent']}  "
@@ -154,9 +154,13 @@ async def saturation(args: argparse.Namespace, console: Console) -> dict[str, An
     async with bench_system("saturation") as cluster:
         for total_rate in args.rates:
             config = LoadConfig(
-                students=args.students, proctors=args.proctors,
-                rate_per_student=total_rate / args.students, duration_s=args.step_duration,
-                join_window_s=5.0, workers=args.workers, seed=len(steps) + 1,
+                students=args.students,
+                proctors=args.proctors,
+                rate_per_student=total_rate / args.students,
+                duration_s=args.step_duration,
+                join_window_s=5.0,
+                workers=args.workers,
+                seed=len(steps) + 1,
                 tag=f"s{len(steps)}-",
             )
             result = await measured_load(cluster, config, console, label=f"{total_rate}/s")
@@ -177,21 +181,30 @@ async def saturation(args: argparse.Namespace, console: Console) -> dict[str, An
 
 
 def router(args: argparse.Namespace) -> dict[str, Any]:
-    command = [sys.executable, str(ROOT / "bench" / "router_throughput.py"),
-               "--events", str(args.events), "--partitions", str(args.partitions)]
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "router_throughput.py"),
+        "--events",
+        str(args.events),
+        "--partitions",
+        str(args.partitions),
+    ]
     out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
-    result: dict[str, Any] = {"scenario": "router", "command": command,
-                              **json.loads(out.stdout)}
+    result: dict[str, Any] = {"scenario": "router", "command": command, **json.loads(out.stdout)}
     return result
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m simulator.bench", description=__doc__,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    top = argparse.ArgumentParser(
+        prog="python -m simulator.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = top.add_subparsers(dest="scenario", required=True)
 
-    def load(name: str, students: int, proctors: int, duration: float, window: float,
-             per_exam: int) -> argparse.ArgumentParser:
+    def load(
+        name: str, students: int, proctors: int, duration: float, window: float, per_exam: int
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name)
         p.add_argument("--students", type=int, default=students)
         p.add_argument("--proctors", type=int, default=proctors)
@@ -212,10 +225,14 @@ def parser() -> argparse.ArgumentParser:
     sat.add_argument("--workers", type=int, default=2)
     sat.add_argument("--step-duration", type=float, default=20.0)
     sat.add_argument("--p99-budget-ms", type=float, default=100.0)
-    sat.add_argument("--rates", type=float, nargs="+",
-                     default=[100, 200, 300, 500, 750, 1000, 1500, 2000, 3000])
-    sat.add_argument("--all-steps", action="store_true",
-                     help="keep raising the rate after a failed step (to see the curve)")
+    sat.add_argument(
+        "--rates", type=float, nargs="+", default=[100, 200, 300, 500, 750, 1000, 1500, 2000, 3000]
+    )
+    sat.add_argument(
+        "--all-steps",
+        action="store_true",
+        help="keep raising the rate after a failed step (to see the curve)",
+    )
     rt = sub.add_parser("router")
     rt.add_argument("--events", type=int, default=200_000)
     rt.add_argument("--partitions", type=int, default=12)
@@ -235,9 +252,13 @@ def main() -> None:
         result = uvloop.run(saturation(args, console))
     else:
         config = LoadConfig(
-            students=args.students, proctors=args.proctors,
-            students_per_exam=args.students_per_exam, rate_per_student=args.rate,
-            duration_s=args.duration, join_window_s=args.window, workers=args.workers,
+            students=args.students,
+            proctors=args.proctors,
+            students_per_exam=args.students_per_exam,
+            rate_per_student=args.rate,
+            duration_s=args.duration,
+            join_window_s=args.window,
+            workers=args.workers,
         )
         if args.scenario == "join-storm":
             config = replace(config, join_only=True, submit=False)

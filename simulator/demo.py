@@ -49,7 +49,8 @@ def dashboard(exam: str, proctor: ProctorBot, urls: list[str]) -> Table:
     counts = Counter("submitted" if r["submitted"] else r["status"] for r in rows)
     title = (
         f"exam {exam}: {counts['active']} active, {counts['away']} away, "
-        f"{counts['offline']} offline, {counts['submitted']} submitted  |  gateways {' '.join(urls)}"
+        f"{counts['offline']} offline, {counts['submitted']} submitted  |  "
+        f"gateways {' '.join(urls)}"
     )
     table = Table(title=title, expand=True)
     for column in ("student", "status", "question", "answered", "time left", "away", "note"):
@@ -74,7 +75,9 @@ def dashboard(exam: str, proctor: ProctorBot, urls: list[str]) -> Table:
     return table
 
 
-async def run_student(bot: StudentBot, http: aiohttp.ClientSession, interval: float, rng: random.Random) -> None:
+async def run_student(
+    bot: StudentBot, http: aiohttp.ClientSession, interval: float, rng: random.Random
+) -> None:
     await bot.connect(http)
     await bot.send("progress", question_current=1, answered=0, total=20, time_remaining_s=1800)
     while bot.answered < bot.total_questions:
@@ -109,18 +112,28 @@ async def main_async(args: argparse.Namespace) -> None:
     await cluster.start()
     exam = f"demo-{time.strftime('%H%M%S')}"
     urls = [cluster.gateway_url(0), cluster.gateway_url(1)]
-    proctor_token = codec.issue(ProctorIdentity(role="proctor", sub="proctor-ada", exams=(exam,), name="Ada"))
+    proctor_token = codec.issue(
+        ProctorIdentity(role="proctor", sub="proctor-ada", exams=(exam,), name="Ada")
+    )
     console.print(f"[bold]exam[/] {exam} with {args.students} students")
     console.print(f"[bold]proctor token[/] {proctor_token}")
-    console.print(f"[bold]watch it yourself[/]: connect to {urls[1]}?token=<proctor token> and send")
+    console.print(
+        f"[bold]watch it yourself[/]: connect to {urls[1]}?token=<proctor token> and send"
+    )
     console.print(f'  {{"type":"subscribe","exam":"{exam}"}}')
     you = codec.issue(
         StudentIdentity(
-            role="student", sub="you", exam=exam, attempt=f"{exam}-you", name="You (browser)",
+            role="student",
+            sub="you",
+            exam=exam,
+            attempt=f"{exam}-you",
+            name="You (browser)",
             time_end=wall_ms() + 1_800_000,
         )
     )
-    console.print(f"[bold]dashboard[/]: http://127.0.0.1:{args.port + 1}/?token={proctor_token}&exam={exam}")
+    console.print(
+        f"[bold]dashboard[/]: http://127.0.0.1:{args.port + 1}/?token={proctor_token}&exam={exam}"
+    )
     console.print(f"[bold]exam page as a student[/]: http://127.0.0.1:{args.port}/exam?token={you}")
     console.print(f"logs: {cluster.log_dir}; metrics: http://127.0.0.1:{args.port}/metrics")
     rng = random.Random(7)
@@ -146,9 +159,14 @@ async def main_async(args: argparse.Namespace) -> None:
                 )
             )
             bots.append(StudentBot(urls[n % 2], token, f"{exam}-a{n:03d}"))
-        tasks = [asyncio.create_task(run_student(b, http, args.interval, random.Random(i))) for i, b in enumerate(bots)]
+        tasks = [
+            asyncio.create_task(run_student(b, http, args.interval, random.Random(i)))
+            for i, b in enumerate(bots)
+        ]
         started = time.monotonic()
-        with Live(dashboard(exam, proctors[0], urls), console=console, refresh_per_second=2) as live:
+        with Live(
+            dashboard(exam, proctors[0], urls), console=console, refresh_per_second=2
+        ) as live:
             while not stop.is_set():
                 live.update(dashboard(exam, proctors[0], urls))
                 if args.duration and time.monotonic() - started > args.duration:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import aiohttp
 
-
 _PR_SET_PDEATHSIG = 1
 
 
@@ -73,7 +72,9 @@ class Cluster:
             )
         for name in ("router", "status", "notifier"):
             port = free_port()
-            self._add(name, f"services.{name}", port, {f"PROCTOR_{name.upper()}__OPS_PORT": str(port)})
+            self._add(
+                name, f"services.{name}", port, {f"PROCTOR_{name.upper()}__OPS_PORT": str(port)}
+            )
 
     def _add(self, name: str, module: str, port: int, extra: dict[str, str]) -> None:
         self.services[name] = Service(

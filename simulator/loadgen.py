@@ -53,7 +53,6 @@ class LoadConfig:
     seed: int = 1
     tag: str = ""  # distinct attempts and exams per run on the same system
 
-
     @property
     def exams(self) -> int:
         return max(1, -(-self.students // self.students_per_exam))
@@ -136,8 +135,9 @@ async def _worker(plan: WorkerPlan, base: int) -> WorkerResult:
         try:
             await bot.connect(http, timeout_s=config.connect_timeout_s)
         except Exception as error:  # a failed join is a result, not a crash
-            connects.append(ConnectResult(False, (time.perf_counter() - started) * 1e3,
-                                          type(error).__name__))
+            connects.append(
+                ConnectResult(False, (time.perf_counter() - started) * 1e3, type(error).__name__)
+            )
             _counters[base + 2] += 1
             with contextlib.suppress(Exception):
                 await bot.close()
@@ -186,8 +186,13 @@ class RecordingProctor(ProctorBot):
     def _apply(self, row: dict[str, Any], *, live: bool) -> None:
         if live:
             self.raw.append(
-                Receipt(row["attempt"], row["seq"], row.get("client_seq", 0), wall_ms(),
-                        row.get("updated_at") or 0)
+                Receipt(
+                    row["attempt"],
+                    row["seq"],
+                    row.get("client_seq", 0),
+                    wall_ms(),
+                    row.get("updated_at") or 0,
+                )
             )
         super()._apply(row, live=live)
 
@@ -286,8 +291,13 @@ async def run_load(
                 while not waiting.done():
                     now = time.time()
                     progress.phase = (
-                        "spawning" if now < join_at else "joining" if now < drive_at
-                        else "driving" if now < drive_end else "draining"
+                        "spawning"
+                        if now < join_at
+                        else "joining"
+                        if now < drive_at
+                        else "driving"
+                        if now < drive_end
+                        else "draining"
                     )
                     if on_progress is not None:
                         on_progress(progress)

@@ -34,7 +34,12 @@ ROUTER_FIGSIZE_IN = (12.0, 5.0)
 TARGETS_MS = (("p50", 10.0), ("p99", 50.0), ("p99.9", 150.0))  # the brief's delivery targets
 MARKED = ("p50", "p99", "p99.9")
 CDF_POINTS = (
-    ("min", 0.0), ("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99), ("p99.9", 0.999),
+    ("min", 0.0),
+    ("p50", 0.5),
+    ("p90", 0.9),
+    ("p95", 0.95),
+    ("p99", 0.99),
+    ("p99.9", 0.999),
     ("max", 1.0),
 )
 COLOURS = {"p50": "tab:green", "p99": "tab:orange", "p99.9": "tab:red", "max": "tab:purple"}
@@ -64,8 +69,12 @@ def plot_result(result: Mapping[str, Any], path: Path) -> Path:
     """Draw ``result`` (a ``simulator.bench`` JSON result) into the PNG ``path``."""
     kind = result_kind(result)
     figure = Figure(figsize=figure_size_in(kind), dpi=DPI, layout="constrained")
-    draw = {"load": _load_run, "join-storm": _join_storm, "saturation": _saturation,
-            "router": _router}[kind]
+    draw = {
+        "load": _load_run,
+        "join-storm": _join_storm,
+        "saturation": _saturation,
+        "router": _router,
+    }[kind]
     draw(figure, result)  # raises ValueError before anything is written
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=DPI, format="png")
@@ -83,8 +92,13 @@ def _load_run(figure: Figure, result: Mapping[str, Any]) -> None:
     per_second = delivery.get("latency_per_second")
     axes = figure.subplots(2, 2)
     figure.suptitle(_load_title(result))
-    _distribution(axes[0, 0], latency, delivery.get("latency_histogram"),
-                  "student -> proctor delivery latency", targets=True)
+    _distribution(
+        axes[0, 0],
+        latency,
+        delivery.get("latency_histogram"),
+        "student -> proctor delivery latency",
+        targets=True,
+    )
     _throughput(axes[0, 1], throughput)
     _latency_over_time(axes[1, 0], per_second)
     start_ms = per_second.get("start_ms") if isinstance(per_second, Mapping) else None
@@ -103,8 +117,13 @@ def _join_storm(figure: Figure, result: Mapping[str, Any]) -> None:
         f"failed {_n(connect.get('failed'))}\nconnect ms: "
         + "  ".join(f"{q} {_ms(connect_ms.get(q))}" for q in (*MARKED, "max"))
     )
-    _distribution(axes["distribution"], connect_ms, connect.get("connect_histogram"),
-                  "connect time (open to joined)", targets=False)
+    _distribution(
+        axes["distribution"],
+        connect_ms,
+        connect.get("connect_histogram"),
+        "connect time (open to joined)",
+        targets=False,
+    )
     _connect_outcomes(axes["outcome"], connect)
     _cores(axes["cores"], result, None, 0)
 
@@ -134,24 +153,37 @@ def _router(figure: Figure, result: Mapping[str, Any]) -> None:
     events_per_s = _need(result, ("events_per_s",), "router")
     items_per_s = result.get("items_per_s")
     text_ax, bars = figure.subplots(1, 2)
-    figure.suptitle(f"router: {_n(result.get('events'))} events, "
-                    f"{result.get('mode', '?')} mode, {result.get('log_partitions', '?')} "
-                    f"partitions")
+    figure.suptitle(
+        f"router: {_n(result.get('events'))} events, "
+        f"{result.get('mode', '?')} mode, {result.get('log_partitions', '?')} "
+        f"partitions"
+    )
     lines = [
-        f"{label}: {result[key]:,}" if isinstance(result.get(key), (int, float))
+        f"{label}: {result[key]:,}"
+        if isinstance(result.get(key), (int, float))
         else f"{label}: {result.get(key, 'n/a')}"
         for label, key in (
-            ("events/s", "events_per_s"), ("items/s", "items_per_s"),
-            ("window s", "window_s"), ("router CPU util", "router_cpu_util"),
+            ("events/s", "events_per_s"),
+            ("items/s", "items_per_s"),
+            ("window s", "window_s"),
+            ("router CPU util", "router_cpu_util"),
             ("router CPU us/event", "router_cpu_per_event_us"),
             ("mean batch events", "router_mean_batch_events"),
-            ("expected items", "expected_items"), ("received items", "received_items"),
+            ("expected items", "expected_items"),
+            ("received items", "received_items"),
             ("schema-invalid records", "schema_invalid_records"),
         )
     ]
     text_ax.axis("off")
-    text_ax.text(0.02, 0.98, "\n".join(lines), va="top", family="monospace", fontsize=12,
-                 transform=text_ax.transAxes)
+    text_ax.text(
+        0.02,
+        0.98,
+        "\n".join(lines),
+        va="top",
+        family="monospace",
+        fontsize=12,
+        transform=text_ax.transAxes,
+    )
     labels, values = ["events/s"], [float(events_per_s)]
     if isinstance(items_per_s, (int, float)):
         labels.append("items/s")
@@ -165,20 +197,25 @@ def _router(figure: Figure, result: Mapping[str, Any]) -> None:
 # -- panels -----------------------------------------------------------------------------------
 
 
-def _distribution(ax: Axes, percentiles: Mapping[str, Any], hist: Any, what: str, *,
-                  targets: bool) -> None:
+def _distribution(
+    ax: Axes, percentiles: Mapping[str, Any], hist: Any, what: str, *, targets: bool
+) -> None:
     ax.set_title(f"{what}: distribution")
-    points = [(q, float(percentiles[name])) for name, q in CDF_POINTS
-              if percentiles.get(name) is not None]
+    points = [
+        (q, float(percentiles[name])) for name, q in CDF_POINTS if percentiles.get(name) is not None
+    ]
     counts = _histogram_counts(hist)
     if counts is not None:
         edges, shares, total = counts
         # Buckets differ in width on the log axis (whole ms under 10 ms): bar heights are
         # share per decade, so areas, not heights, compare.
-        density = [share / math.log10(right / left)
-                   for share, left, right in zip(shares, edges, edges[1:], strict=False)]
-        ax.stairs(density, edges, fill=True, alpha=0.5, color="tab:blue",
-                  label=f"{total:,} samples")
+        density = [
+            share / math.log10(right / left)
+            for share, left, right in zip(shares, edges, edges[1:], strict=False)
+        ]
+        ax.stairs(
+            density, edges, fill=True, alpha=0.5, color="tab:blue", label=f"{total:,} samples"
+        )
         ax.set_ylabel("share of samples per decade of ms (bars)")
         cumulative = ax.twinx()
         xs, cdf = _cdf(edges, shares)
@@ -188,12 +225,24 @@ def _distribution(ax: Axes, percentiles: Mapping[str, Any], hist: Any, what: str
         low, high = xs[0], xs[-1]
     elif points:
         xs = [max(value, FLOOR_MS) for _, value in points]
-        ax.plot(xs, [q for q, _ in points], marker="o", color="tab:blue",
-                label="CDF through the percentiles")
+        ax.plot(
+            xs,
+            [q for q, _ in points],
+            marker="o",
+            color="tab:blue",
+            label="CDF through the percentiles",
+        )
         ax.set_ylim(0, 1.02)
         ax.set_ylabel("share of samples <= x")
-        ax.text(0.98, 0.02, "no histogram in this result:\nCDF drawn from its percentiles",
-                ha="right", va="bottom", fontsize=9, transform=ax.transAxes)
+        ax.text(
+            0.98,
+            0.02,
+            "no histogram in this result:\nCDF drawn from its percentiles",
+            ha="right",
+            va="bottom",
+            fontsize=9,
+            transform=ax.transAxes,
+        )
         low, high = min(xs), max(xs)
     else:
         _empty(ax, "no samples in this run")
@@ -203,12 +252,21 @@ def _distribution(ax: Axes, percentiles: Mapping[str, Any], hist: Any, what: str
     for name in MARKED:
         value = percentiles.get(name)
         if value is not None:
-            ax.axvline(max(float(value), FLOOR_MS), color=COLOURS[name], linewidth=1.5,
-                       label=f"{name} {_ms(value)} ms")
+            ax.axvline(
+                max(float(value), FLOOR_MS),
+                color=COLOURS[name],
+                linewidth=1.5,
+                label=f"{name} {_ms(value)} ms",
+            )
     if targets:
         for name, target in TARGETS_MS:
-            ax.axvline(target, color=COLOURS[name], linestyle=":", linewidth=1.5,
-                       label=f"target {name} <= {target:.0f} ms")
+            ax.axvline(
+                target,
+                color=COLOURS[name],
+                linestyle=":",
+                linewidth=1.5,
+                label=f"target {name} <= {target:.0f} ms",
+            )
         low, high = min(low, TARGETS_MS[0][1]), max(high, TARGETS_MS[-1][1])
     ax.set_xlim(max(low / 1.5, FLOOR_MS / 1.5), high * 1.5)
     ax.legend(fontsize="small", loc="upper left")
@@ -265,8 +323,9 @@ def _cores(ax: Axes, result: Mapping[str, Any], load_start_ms: Any, load_s: int)
         ax.set_xlabel("s since sampling started")
     elif isinstance(resources.get("processes"), Mapping) and resources["processes"]:
         ax.set_title("mean CPU cores per process (no timeline in this result)")
-        means = {name: float(p.get("cpu_cores_mean") or 0)
-                 for name, p in resources["processes"].items()}
+        means = {
+            name: float(p.get("cpu_cores_mean") or 0) for name, p in resources["processes"].items()
+        }
         ordered = sorted(means.items(), key=lambda kv: kv[1])
         ax.barh([k for k, _ in ordered], [v for _, v in ordered])
         ax.set_xlabel("cores")
@@ -294,8 +353,9 @@ def _connect_outcomes(ax: Axes, connect: Mapping[str, Any]) -> None:
     ax.set_ylabel("students")
 
 
-def _saturation_percentiles(ax: Axes, steps: Sequence[Mapping[str, Any]], budget: float,
-                            sustainable: Any) -> None:
+def _saturation_percentiles(
+    ax: Axes, steps: Sequence[Mapping[str, Any]], budget: float, sustainable: Any
+) -> None:
     ax.set_title("delivery latency per step")
     rates = [float(step["updates_per_s"]) for step in steps]
     for name in (*MARKED, "max"):
@@ -304,18 +364,33 @@ def _saturation_percentiles(ax: Axes, steps: Sequence[Mapping[str, Any]], budget
     ax.axhline(budget, color="black", linestyle="--", label=f"p99 budget {budget:.0f} ms")
     failed = [(rate, step) for rate, step in zip(rates, steps, strict=True) if not step.get("ok")]
     if failed:
-        ax.scatter([rate for rate, _ in failed],
-                   [_log_value(step["delivery"]["latency_ms"].get("p99")) for _, step in failed],
-                   marker="x", s=90, color="black", zorder=3, label="step failed (p99 or loss)")
+        ax.scatter(
+            [rate for rate, _ in failed],
+            [_log_value(step["delivery"]["latency_ms"].get("p99")) for _, step in failed],
+            marker="x",
+            s=90,
+            color="black",
+            zorder=3,
+            label="step failed (p99 or loss)",
+        )
     for rate, step in failed:
         lost = step["delivery"].get("lost") or 0
         if lost:
-            ax.annotate(f"lost {lost:,}", (rate, _log_value(step["delivery"]["latency_ms"]
-                                                            .get("max"))),
-                        textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+            ax.annotate(
+                f"lost {lost:,}",
+                (rate, _log_value(step["delivery"]["latency_ms"].get("max"))),
+                textcoords="offset points",
+                xytext=(0, 6),
+                ha="center",
+                fontsize=8,
+            )
     if isinstance(sustainable, (int, float)) and sustainable:
-        ax.axvline(sustainable, color="tab:green", linestyle=":",
-                   label=f"highest sustainable {sustainable:,} /s")
+        ax.axvline(
+            sustainable,
+            color="tab:green",
+            linestyle=":",
+            label=f"highest sustainable {sustainable:,} /s",
+        )
     ax.set_yscale("log")
     ax.set_xlabel("measured updates/s")
     ax.set_ylabel("ms (log scale)")
@@ -328,12 +403,14 @@ def _saturation_cores(ax: Axes, steps: Sequence[Mapping[str, Any]]) -> None:
     for step in steps:
         resources = step.get("resources") or {}
         cores = resources.get("load_phase_cores") or {
-            name: p.get("cpu_cores_mean") or 0 for name, p in
-            (resources.get("processes") or {}).items()
+            name: p.get("cpu_cores_mean") or 0
+            for name, p in (resources.get("processes") or {}).items()
         }
         per_step.append(_group_simulator({k: float(v or 0) for k, v in cores.items()}))
-    names = sorted({name for cores in per_step for name in cores},
-                   key=lambda n: -sum(c.get(n, 0.0) for c in per_step))
+    names = sorted(
+        {name for cores in per_step for name in cores},
+        key=lambda n: -sum(c.get(n, 0.0) for c in per_step),
+    )
     if not names:
         _empty(ax, "no CPU samples in this result")
         return
@@ -352,8 +429,7 @@ def _saturation_cores(ax: Axes, steps: Sequence[Mapping[str, Any]]) -> None:
     ax.legend(fontsize="x-small", loc="upper left", ncols=3)
 
 
-def _saturation_distributions(ax: Axes, steps: Sequence[Mapping[str, Any]],
-                              budget: float) -> None:
+def _saturation_distributions(ax: Axes, steps: Sequence[Mapping[str, Any]], budget: float) -> None:
     ax.set_title("delivery latency distribution per step (cumulative)")
     drawn = False
     for step in steps:
@@ -365,11 +441,18 @@ def _saturation_distributions(ax: Axes, steps: Sequence[Mapping[str, Any]],
             drawn = True
             continue
         latency = step["delivery"]["latency_ms"]
-        points = [(q, max(float(latency[name]), FLOOR_MS)) for name, q in CDF_POINTS
-                  if latency.get(name) is not None]
+        points = [
+            (q, max(float(latency[name]), FLOOR_MS))
+            for name, q in CDF_POINTS
+            if latency.get(name) is not None
+        ]
         if points:
-            ax.plot([x for _, x in points], [q for q, _ in points], marker=".",
-                    label=f"{label} (from percentiles)")
+            ax.plot(
+                [x for _, x in points],
+                [q for q, _ in points],
+                marker=".",
+                label=f"{label} (from percentiles)",
+            )
             drawn = True
     if not drawn:
         _empty(ax, "no deliveries in any step")
@@ -400,8 +483,11 @@ def _histogram_counts(hist: Any) -> tuple[list[float], list[float], int] | None:
     if not isinstance(hist, Mapping) or not hist.get("edges_ms"):
         return None
     edges = [float(e) for e in hist["edges_ms"]]
-    counts = [int(hist.get("below") or 0), *(int(c) for c in hist.get("counts") or ()),
-              int(hist.get("above") or 0)]
+    counts = [
+        int(hist.get("below") or 0),
+        *(int(c) for c in hist.get("counts") or ()),
+        int(hist.get("above") or 0),
+    ]
     if len(counts) != len(edges) + 1:
         raise ValueError(f"histogram has {len(edges)} edges but {len(counts) - 2} counts")
     total = sum(counts)
@@ -490,19 +576,24 @@ def _empty(ax: Axes, message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulator.plot", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m simulator.plot",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("results", type=Path, nargs="+", help="bench/results/*.json")
-    parser.add_argument("--out", type=Path, help="PNG path (one result only; default: "
-                        "the result's path with .png)")
+    parser.add_argument(
+        "--out", type=Path, help="PNG path (one result only; default: the result's path with .png)"
+    )
     args = parser.parse_args(argv)
     if args.out is not None and len(args.results) > 1:
         parser.error("--out takes one result")
     status = 0
     for source in args.results:
         try:
-            written = plot_result(json.loads(source.read_text()),
-                                  args.out or source.with_suffix(".png"))
+            written = plot_result(
+                json.loads(source.read_text()), args.out or source.with_suffix(".png")
+            )
         except (OSError, ValueError) as error:  # JSONDecodeError is a ValueError
             print(f"{source}: {error}", file=sys.stderr)
             status = 1

@@ -143,6 +143,8 @@ class ResourceSampler:
             "machine_busy_cores_mean": round(machine_cores, 3),
             "machine_busy_share": round(busy / total, 3) if total else 0.0,
             "simulator_cores_mean": round(simulator, 3),
-            "simulator_share_of_busy": round(simulator / machine_cores, 3) if machine_cores else 0.0,
+            "simulator_share_of_busy": round(simulator / machine_cores, 3)
+            if machine_cores
+            else 0.0,
             "processes": processes,
         }

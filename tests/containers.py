@@ -24,9 +24,7 @@ def start_containers(stack: ExitStack) -> dict[str, str]:
     kafka = stack.enter_context(KafkaContainer(KAFKA_IMAGE).with_kraft())
     redis = stack.enter_context(RedisContainer(REDIS_IMAGE))
     dynamo = stack.enter_context(
-        DockerContainer(DYNAMODB_IMAGE)
-        .with_exposed_ports(8000)
-        .waiting_for(PortWaitStrategy(8000))
+        DockerContainer(DYNAMODB_IMAGE).with_exposed_ports(8000).waiting_for(PortWaitStrategy(8000))
     )
     redis_host = redis.get_container_host_ip()
     dynamo_host = dynamo.get_container_host_ip()

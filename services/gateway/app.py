@@ -18,8 +18,8 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
-from redis.exceptions import RedisError
 from prometheus_client import CollectorRegistry
+from redis.exceptions import RedisError
 
 from adapters.kafka_clients import durable_producer, reader
 from adapters.ops_http import add_ops_routes
@@ -78,7 +78,9 @@ def server_options(options: GatewayOptions) -> dict[str, Any]:
     return {"keepalive_timeout": options.handshake_timeout_s}
 
 
-def create_app(settings: GatewaySettings, registry: CollectorRegistry | None = None) -> web.Application:
+def create_app(
+    settings: GatewaySettings, registry: CollectorRegistry | None = None
+) -> web.Application:
     registry = registry if registry is not None else CollectorRegistry()
     app = web.Application()
     app[SETTINGS] = settings
@@ -97,7 +99,7 @@ def create_app(settings: GatewaySettings, registry: CollectorRegistry | None = N
 
 
 def add_web_routes(app: web.Application, root: Path) -> None:
-    """The proctor dashboard at /, the demo exam page at /exam, static files (web/) under /static."""
+    """The proctor dashboard at /, the demo exam page at /exam, web/ files under /static."""
 
     def page(name: str) -> web.RouteDef:
         async def handler(_: web.Request) -> web.FileResponse:

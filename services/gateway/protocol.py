@@ -225,9 +225,7 @@ def _proctor(frame: object, who: ProctorIdentity, *, gateway: int, now_ms: int) 
         if frame.exam not in who.exams:
             return reject("forbidden", f"exam {frame.exam!r} is not assigned to you")
         return Watch(frame.exam) if isinstance(frame, SubscribeFrame) else Unwatch(frame.exam)
-    if not isinstance(
-        frame, MessageFrame | AnnounceFrame | PauseFrame | ResumeFrame | ExtendFrame
-    ):
+    if not isinstance(frame, MessageFrame | AnnounceFrame | PauseFrame | ResumeFrame | ExtendFrame):
         return reject("not_allowed", "not a proctor frame")
     if frame.exam not in who.exams:
         return reject("forbidden", f"exam {frame.exam!r} is not assigned to you", frame.id)
@@ -256,7 +254,9 @@ def _proctor(frame: object, who: ProctorIdentity, *, gateway: int, now_ms: int) 
     return ProctorCommand(event=event, ack_id=frame.id, fingerprint=fingerprint(frame, who.sub))
 
 
-def _legacy(data: dict[str, object], who: StudentIdentity, *, gateway: int, now_ms: int) -> Decision:
+def _legacy(
+    data: dict[str, object], who: StudentIdentity, *, gateway: int, now_ms: int
+) -> Decision:
     try:
         legacy = LegacyFrame.model_validate(data)
     except ValidationError as exc:

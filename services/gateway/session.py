@@ -372,4 +372,3 @@ def token_from(request: web.Request) -> str | None:
     if header.lower().startswith("bearer "):
         return header[7:].strip()
     return request.query.get("token")
-

@@ -20,8 +20,10 @@ class GatewayOptions(BaseModel):
     port: int = Field(default=8080, description="listen port (WebSocket, health, metrics)")
     tls_cert: str | None = Field(default=None, description="PEM certificate: serve wss")
     tls_key: str | None = Field(default=None, description="PEM private key for tls_cert")
-    token_secret: str = Field(default="dev-only-secret-change-me-0123456789abcdef",
-        description="HS256 key shared with the LMS (at least 32 bytes)",)
+    token_secret: str = Field(
+        default="dev-only-secret-change-me-0123456789abcdef",
+        description="HS256 key shared with the LMS (at least 32 bytes)",
+    )
     token_issuer: str = Field(default="lms", description="expected `iss` claim")
     heartbeat_interval_s: float = Field(default=5.0, gt=0, description="announced to clients")
     max_frame_bytes: int = Field(default=16 * 1024, description="larger frames get an error")

@@ -28,7 +28,9 @@ class ViewHealth:
         """The frame a proctor who starts watching now should get (None: live)."""
         if not self._stale:
             return None
-        return ViewStatusFrame(live=False, stale_partitions=list(self._stale), since=self._stale_since)
+        return ViewStatusFrame(
+            live=False, stale_partitions=list(self._stale), since=self._stale_since
+        )
 
     def on_beat(self, partitions: Iterable[int], now_ms: int) -> None:
         for partition in partitions:

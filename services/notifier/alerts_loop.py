@@ -156,7 +156,9 @@ class AlertsLoop:
     def commit_floor(self) -> Mapping[int, int]:
         return {}
 
-    def _fold(self, batch: Batch, partition: int, records: list[ConsumerRecord]) -> list[AlertRaised]:
+    def _fold(
+        self, batch: Batch, partition: int, records: list[ConsumerRecord]
+    ) -> list[AlertRaised]:
         alerts: list[AlertRaised] = []
         live_from = self._live_from[partition]
         catching_up = self._next.get(partition, 0) < self._catch_up_to.get(partition, 0)
@@ -223,9 +225,7 @@ class AlertsLoop:
                 try:
                     async with asyncio.timeout(self._kafka.request_timeout_s * 2):
                         ends = await consumer.end_offsets(tps)
-                        starts = await consumer.offsets_for_times(
-                            {tp: lookback_from for tp in tps}
-                        )
+                        starts = await consumer.offsets_for_times({tp: lookback_from for tp in tps})
                         committed = {tp: await consumer.committed(tp) for tp in tps}
                     break
                 except (KafkaError, TimeoutError) as exc:

@@ -77,9 +77,7 @@ class LogEngine(Protocol):
     def highwater(self, partition: int) -> int | None: ...
 
 
-def make_engine(
-    settings: RouterSettings, routing: LogRouting, metrics: ReaderMetrics
-) -> LogEngine:
+def make_engine(settings: RouterSettings, routing: LogRouting, metrics: ReaderMetrics) -> LogEngine:
     if settings.router.engine == "faust":
         from services.router.faust_engine import FaustEngine  # Faust is slow to import
 

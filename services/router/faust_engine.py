@@ -199,9 +199,7 @@ class FaustEngine:
                 if self._failure is not None:
                     raise self._failure
                 try:
-                    batch = await self._routing.route_records(
-                        [e.message for e in events], _always
-                    )
+                    batch = await self._routing.route_records([e.message for e in events], _always)
                     letters = [
                         (letter, await self._dead_letters.send(letter))
                         for letter in self._letters(batch)

@@ -24,18 +24,19 @@ class RouterMetrics:
             "log records without a routable exam/attempt/type: put aside as dead letters",
             registry=registry,
         )
-        self.items = Counter(
-            "router_items", "delivery items produced", ["kind"], registry=registry
-        )
+        self.items = Counter("router_items", "delivery items produced", ["kind"], registry=registry)
         self.records = Counter(
-            "router_records", "DeliveryBatch records produced to the deliveries topic",
+            "router_records",
+            "DeliveryBatch records produced to the deliveries topic",
             registry=registry,
         )
         self.record_bytes = Counter(
             "router_record_bytes", "bytes of DeliveryBatch records produced", registry=registry
         )
         self.batch_events = Histogram(
-            "router_batch_events", "log events per routed batch", buckets=_SIZES,
+            "router_batch_events",
+            "log events per routed batch",
+            buckets=_SIZES,
             registry=registry,
         )
         self.batch_seconds = Histogram(
@@ -87,7 +88,9 @@ class RouterMetrics:
             "router_fetch_errors", "errors fetching the log, retried", registry=registry
         )
         self.beats = Counter(
-            "router_beats", "RouterBeat records sent to gateway slots with watchers", registry=registry
+            "router_beats",
+            "RouterBeat records sent to gateway slots with watchers",
+            registry=registry,
         )
 
     def reader(self) -> ReaderMetrics:

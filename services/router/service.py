@@ -44,9 +44,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
+from aiohttp import web
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from adapters.ops_http import start_ops_server
@@ -73,9 +73,7 @@ _TOPIC_GONE_AFTER_S = 10.0
 
 
 class RouterService:
-    def __init__(
-        self, settings: RouterSettings, registry: CollectorRegistry | None = None
-    ) -> None:
+    def __init__(self, settings: RouterSettings, registry: CollectorRegistry | None = None) -> None:
         self._settings = settings
         self._opts = settings.router
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -104,9 +102,7 @@ class RouterService:
             self.registry, self.ready, host=self._opts.ops_host, port=self._opts.ops_port
         )
         await self._presence.start()
-        await self._presence.catch_up(
-            self._apply_presence, self._opts.presence_catchup_timeout_s
-        )
+        await self._presence.catch_up(self._apply_presence, self._opts.presence_catchup_timeout_s)
         self._caught_up = True
         self._admin = AIOKafkaAdminClient(
             bootstrap_servers=self._settings.kafka.bootstrap,
@@ -366,9 +362,7 @@ class RouterService:
         topic = self._settings.kafka.events_topic
         tps = [TopicPartition(topic, p) for p in partitions]
         async with asyncio.timeout(self._settings.kafka.request_timeout_s):
-            committed = await admin.list_consumer_group_offsets(
-                self._opts.app_id, partitions=tps
-            )
+            committed = await admin.list_consumer_group_offsets(self._opts.app_id, partitions=tps)
             earliest = await self._presence.consumer.beginning_offsets(tps)
         starts: dict[int, int] = {}
         for tp in tps:

@@ -58,10 +58,10 @@ class RouterOptions(BaseModel):
         default=0.002,
         gt=0,
         description=(
-            "Faust engine: how long a batch waits to fill; every event waits up to this long. Faust fills no"
-            " batch while one is being routed, so shorter waits mean smaller batches: on a"
-            " quiet 2-core box 2 ms gives ~11k events/s, 5 ms ~12.5k but +3 ms latency"
-            " (bench/router_throughput.py)"
+            "Faust engine: how long a batch waits to fill; every event waits up to this long."
+            " Faust fills no batch while one is being routed, so shorter waits mean smaller"
+            " batches: on a quiet 2-core box 2 ms gives ~11k events/s, 5 ms ~12.5k but"
+            " +3 ms latency (bench/router_throughput.py)"
         ),
     )
     max_record_bytes: int = Field(

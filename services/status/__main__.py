@@ -1,4 +1,4 @@
-"""``proctor-status``: fold the exam log into the Redis snapshot and the DynamoDB first-attempt table."""
+"""``proctor-status``: fold the exam log into the Redis snapshot and the first-attempt table."""
 
 from __future__ import annotations
 

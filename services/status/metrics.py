@@ -34,7 +34,9 @@ class StatusMetrics:
             registry=registry,
         )
         self.state_loads = Counter(
-            "status_state_loads", "attempt states looked up in Redis on a cache miss", registry=registry
+            "status_state_loads",
+            "attempt states looked up in Redis on a cache miss",
+            registry=registry,
         )
         self.resyncs = Counter(
             "status_resyncs",
@@ -62,7 +64,9 @@ class StatusMetrics:
             registry=registry,
         )
         self.dynamo_pending = Gauge(
-            "status_dynamo_pending_items", "items waiting for their DynamoDB write", registry=registry
+            "status_dynamo_pending_items",
+            "items waiting for their DynamoDB write",
+            registry=registry,
         )
         self.flush_seconds = Histogram(
             "status_dynamo_flush_seconds",
@@ -102,7 +106,11 @@ class StatusMetrics:
             "partitions of this instance being re-folded into the Redis snapshot",
             registry=registry,
         )
-        self.ready = Gauge("status_ready", "1 when consuming and every store answers", registry=registry)
+        self.ready = Gauge(
+            "status_ready", "1 when consuming and every store answers", registry=registry
+        )
 
     def reader(self) -> ReaderMetrics:
-        return ReaderMetrics(self.dead_letters, self.commits, self.commit_failures, self.kafka_errors)
+        return ReaderMetrics(
+            self.dead_letters, self.commits, self.commit_failures, self.kafka_errors
+        )

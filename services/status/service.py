@@ -152,7 +152,9 @@ class StatusService:
 
     async def _open(self, stack: AsyncExitStack) -> None:
         cfg, kafka = self._cfg, self.settings.kafka
-        runner = await start_ops_server(self.registry, self.ready, host=cfg.ops_host, port=cfg.ops_port)
+        runner = await start_ops_server(
+            self.registry, self.ready, host=cfg.ops_host, port=cfg.ops_port
+        )
         stack.push_async_callback(runner.cleanup)
         self.ops_port = _bound_port(runner.addresses)
 
@@ -307,9 +309,7 @@ class StatusService:
             return LogRecord(message.partition, message.offset, None)
         return LogRecord(message.partition, message.offset, event)
 
-    async def _load_missing(
-        self, records: list[LogRecord]
-    ) -> list[tuple[AttemptState, Position]]:
+    async def _load_missing(self, records: list[LogRecord]) -> list[tuple[AttemptState, Position]]:
         """Fill the cache from Redis; return the loaded states that are ahead of the log."""
         wanted = missing(records, self._cache)
         if not wanted:
@@ -323,7 +323,9 @@ class StatusService:
                 try:
                     return await snapshots.read_attempt(*key, partial=True)
                 except ValidationError as exc:
-                    log.error("unreadable state in Redis, rebuilt from here", attempt=key, error=str(exc))
+                    log.error(
+                        "unreadable state in Redis, rebuilt from here", attempt=key, error=str(exc)
+                    )
                     return None
 
         async def load_all() -> list[AttemptState | None]:
@@ -439,7 +441,11 @@ class StatusService:
         original = None
         if partition is not None:
             original = await read_record(
-                self.settings.kafka, topic, partition, view.seq, client_id=f"{self._cfg.client_id}-dlq"
+                self.settings.kafka,
+                topic,
+                partition,
+                view.seq,
+                client_id=f"{self._cfg.client_id}-dlq",
             )
         key, value = original if original is not None else (view.attempt.encode(), None)
         await self._log.put_aside(
@@ -625,7 +631,12 @@ class StatusService:
                     raise StartupFailed(f"{what}: {exc}") from exc
                 self._set_health(store, False)
                 self.metrics.store_retries.labels(store).inc()
-                log.warning(f"{what} failed, retrying", store=store, error=repr(exc), retry_in_s=round(delay, 3))
+                log.warning(
+                    f"{what} failed, retrying",
+                    store=store,
+                    error=repr(exc),
+                    retry_in_s=round(delay, 3),
+                )
                 await asyncio.sleep(_jittered(delay))
                 delay = min(delay * 2, self._cfg.retry_max_s)
                 continue

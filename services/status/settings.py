@@ -10,7 +10,9 @@ from adapters.settings import CommonSettings
 class StatusServiceSettings(BaseModel):
     group_id: str = Field(default="status", description="consumer group on the event log")
     client_id: str = Field(default="proctor-status", description="Kafka client id")
-    ops_host: str = Field(default="127.0.0.1", description="bind address of /healthz /readyz /metrics")
+    ops_host: str = Field(
+        default="127.0.0.1", description="bind address of /healthz /readyz /metrics"
+    )
     ops_port: int = Field(default=9102, ge=0, le=65535, description="ops port; 0 picks a free one")
     poll_timeout_ms: int = Field(
         default=100, ge=1, description="longest getmany wait when the log is quiet"
@@ -53,9 +55,13 @@ class StatusServiceSettings(BaseModel):
         default=200_000, ge=1, description="attempt states kept in memory (LRU); misses read Redis"
     )
     holder_memo_size: int = Field(
-        default=200_000, ge=1, description="known DynamoDB item holders kept to skip hopeless writes"
+        default=200_000,
+        ge=1,
+        description="known DynamoDB item holders kept to skip hopeless writes",
     )
-    retry_initial_s: float = Field(default=0.1, gt=0, description="first backoff after a failed write")
+    retry_initial_s: float = Field(
+        default=0.1, gt=0, description="first backoff after a failed write"
+    )
     retry_max_s: float = Field(default=5.0, gt=0, description="longest backoff between retries")
     snapshot_check_interval_s: float = Field(
         default=1.0,
@@ -66,7 +72,9 @@ class StatusServiceSettings(BaseModel):
         ),
     )
     drain_timeout_s: float = Field(
-        default=15.0, gt=0, description="bound on the last flush and commit at shutdown or rebalance"
+        default=15.0,
+        gt=0,
+        description="bound on the last flush and commit at shutdown or rebalance",
     )
 
 

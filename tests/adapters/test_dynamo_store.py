@@ -132,7 +132,9 @@ async def test_many_items_in_one_call_and_scan_of_one_exam(store: StatusStore) -
 
 
 def test_item_codec_round_trips_every_field() -> None:
-    full = view(seq=12, score=0.1, name="", offline_reason="gateway_lost", offline_since=5, paused=True)
+    full = view(
+        seq=12, score=0.1, name="", offline_reason="gateway_lost", offline_since=5, paused=True
+    )
     item = to_item(full)
     assert item["pk"] == {"S": "e1"} and item["sk"] == {"S": "s1"}
     assert "question_current" not in item  # None fields are left out

@@ -4,7 +4,6 @@ the consumer is a stand-in; the services' tests run the reader against the real 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
@@ -75,5 +74,3 @@ async def test_a_commit_that_times_out_or_fails_is_retried_by_the_next_one() -> 
     assert reader.failure is None
     await reader.dead_letters.stop()  # never started; closes its clients
     await real.stop()
-
-

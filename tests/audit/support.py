@@ -14,10 +14,20 @@ PROCTOR = EventSource(kind="proctor", id="proctor-7")
 _ids = itertools.count()
 
 
-def ev(event_type: type[ExamEvent], at_s: float, *, attempt: str = "a1", student: str = "s1",
-       **fields: Any) -> ExamEvent:
+def ev(
+    event_type: type[ExamEvent],
+    at_s: float,
+    *,
+    attempt: str = "a1",
+    student: str = "s1",
+    **fields: Any,
+) -> ExamEvent:
     base: dict[str, Any] = {
-        "id": f"{attempt}-{next(_ids)}", "exam": "e1", "attempt": attempt, "student": student,
-        "ts": T0 + round(at_s * 1000), "source": STUDENT,
+        "id": f"{attempt}-{next(_ids)}",
+        "exam": "e1",
+        "attempt": attempt,
+        "student": student,
+        "ts": T0 + round(at_s * 1000),
+        "source": STUDENT,
     }
     return event_type.model_validate(base | fields)

@@ -29,7 +29,9 @@ def long_aways(sent: list[Sent], threshold_ms: int) -> set[tuple[str, int]]:
         status = getattr(e, "status", None)
         if status == "away" and e.attempt not in since:
             since[e.attempt] = e.ts
-        elif e.attempt in since and (status == "active" or e.type in ("student.offline", "student.submitted")):
+        elif e.attempt in since and (
+            status == "active" or e.type in ("student.offline", "student.submitted")
+        ):
             start = since.pop(e.attempt)
             if e.ts - start >= threshold_ms:
                 found.add((e.attempt, start))
@@ -49,7 +51,11 @@ async def test_lower_away_threshold_lists_the_longer_episodes(
         incidents, replay, _ = await replay_alerts(
             audit, exam, AlertThresholds(away_threshold_s=threshold, repeated_away_count=50)
         )
-        away = {(i.alert.attempt or "", i.alert.ts) for i in incidents if i.alert.kind == "away_too_long"}
+        away = {
+            (i.alert.attempt or "", i.alert.ts)
+            for i in incidents
+            if i.alert.kind == "away_too_long"
+        }
         results[threshold] = away
         offline = [i for i in incidents if i.alert.kind == "offline"]
         assert len(offline) == sum(s.event.type == "student.offline" for s in sent)
@@ -57,6 +63,11 @@ async def test_lower_away_threshold_lists_the_longer_episodes(
         expected = long_aways(sent, threshold * 1000)
         # Each alert comes at the first tick past the threshold, on the episode's attempt.
         assert sorted(a for a, _ in away) == sorted(a for a, _ in expected)
-        assert all(any(a == b and threshold * 1000 <= ts - start < threshold * 1000 + 1000
-                       for b, start in expected) for a, ts in away)
+        assert all(
+            any(
+                a == b and threshold * 1000 <= ts - start < threshold * 1000 + 1000
+                for b, start in expected
+            )
+            for a, ts in away
+        )
     assert len(results[22]) > len(results[32]) > 0

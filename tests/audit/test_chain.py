@@ -34,7 +34,10 @@ def test_intact_export_verifies_with_its_final_hash() -> None:
 
 def test_whitespace_does_not_matter_but_values_do() -> None:
     lines = export_lines()
-    lines[2] = orjson.dumps(orjson.loads(lines[2]), option=orjson.OPT_INDENT_2).replace(b"\n", b" ") + b"\n"
+    lines[2] = (
+        orjson.dumps(orjson.loads(lines[2]), option=orjson.OPT_INDENT_2).replace(b"\n", b" ")
+        + b"\n"
+    )
     assert verify(lines).ok
 
 
@@ -63,8 +66,12 @@ def test_inserted_line_with_a_copied_hash_is_named_inserted() -> None:
 def test_inserted_line_with_a_recomputed_hash_is_still_found() -> None:
     lines = export_lines()
     previous = orjson.loads(lines[2])
-    forged = {"kind": "event", "seq": {"partition": 0, "offset": 11}, "prev_hash": previous["hash"],
-              "event": {"id": "forged", "exam": "e1", "type": "student.status", "ts": 1001}}
+    forged = {
+        "kind": "event",
+        "seq": {"partition": 0, "offset": 11},
+        "prev_hash": previous["hash"],
+        "event": {"id": "forged", "exam": "e1", "type": "student.status", "ts": 1001},
+    }
     forged["hash"] = link_hash(forged)
     lines.insert(3, orjson.dumps(forged) + b"\n")
     verdict = verify(lines)

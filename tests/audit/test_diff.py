@@ -7,7 +7,9 @@ from schemas.views import StudentView
 
 
 def view(student: str, **fields: object) -> StudentView:
-    return StudentView.model_validate({"exam": "e1", "attempt": f"a-{student}", "student": student} | fields)
+    return StudentView.model_validate(
+        {"exam": "e1", "attempt": f"a-{student}", "student": student} | fields
+    )
 
 
 def test_every_field_difference_missing_and_extra_item_is_reported() -> None:

@@ -22,9 +22,7 @@ def settled(students: list[StudentBot], proctor: ProctorBot) -> bool:
     """Every event acknowledged and the proctor's rows show each student's last one."""
     if any(s.unacked for s in students):
         return False
-    return all(
-        proctor.rows.get(s.attempt, {}).get("client_seq") == s.seq for s in students
-    )
+    return all(proctor.rows.get(s.attempt, {}).get("client_seq") == s.seq for s in students)
 
 
 async def test_state_at_equals_what_a_proctor_had_on_screen(system: System) -> None:
@@ -42,7 +40,9 @@ async def test_state_at_equals_what_a_proctor_had_on_screen(system: System) -> N
         # Events are stamped to the millisecond: the next one must not share the moment's.
         await asyncio.sleep(0.01)
     await proctor.command("extend", exam, attempt="au1", seconds=120)
-    await eventually(lambda: proctor.rows["au1"].get("extended_s") == 120, within_s=10, what="extension")
+    await eventually(
+        lambda: proctor.rows["au1"].get("extended_s") == 120, within_s=10, what="extension"
+    )
     screens.append((wall_ms(), {a: dict(r) for a, r in proctor.rows.items()}))
 
     assert screens[0][1] != screens[-1][1], "the moments must differ for the test to mean anything"

@@ -97,18 +97,30 @@ async def _tampering_is_named(out: Path, tmp_path: Path) -> None:
     changed[40] = orjson.dumps(obj) + b"\n"
     removed = lines[:40] + lines[41:]
     inserted = lines[:40] + [lines[12]] + lines[40:]
-    cases = {"changed": (changed, 41, target_id), "removed": (removed, 41, orjson.loads(lines[41])["event"]["id"]),
-             "inserted": (inserted, 41, orjson.loads(lines[12])["event"]["id"])}
+    cases = {
+        "changed": (changed, 41, target_id),
+        "removed": (removed, 41, orjson.loads(lines[41])["event"]["id"]),
+        "inserted": (inserted, 41, orjson.loads(lines[12])["event"]["id"]),
+    }
     for problem, (content, line, event_id) in cases.items():
         path = tmp_path / f"{problem}.jsonl"
         path.write_bytes(b"".join(content))
         verdict = verify_file(path)
         assert (verdict.ok, verdict.problem, verdict.line, verdict.event_id) == (
-            False, problem, line, event_id)
+            False,
+            problem,
+            line,
+            event_id,
+        )
         # The command line says the same and exits 1.
         cli = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "audit", "verify", str(path),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "audit",
+            "verify",
+            str(path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         stdout, _ = await asyncio.wait_for(cli.communicate(), scaled(30))
         assert cli.returncode == 1
@@ -124,10 +136,15 @@ async def test_time_range_and_students_select_exactly_those_events(
     start, end = times[len(times) // 3], times[2 * len(times) // 3]
     students = frozenset({"s00001", "s00004"})
     out = tmp_path / "range.jsonl"
-    summary = await export(audit, Selection(exam, TimeRange(start, end), students), "jsonl", out, JAKARTA)
+    summary = await export(
+        audit, Selection(exam, TimeRange(start, end), students), "jsonl", out, JAKARTA
+    )
     _, events, _ = exported(out)
-    wanted = [s for s in sent if start <= s.event.ts <= end
-              and (s.event.student is None or s.event.student in students)]
+    wanted = [
+        s
+        for s in sent
+        if start <= s.event.ts <= end and (s.event.student is None or s.event.student in students)
+    ]
     assert per_attempt(events) == once_per_attempt(wanted)
     # The time index let the read skip the log before --from: fewer records read than written.
     assert summary.stats.read < len(sent)
@@ -172,17 +189,35 @@ async def test_export_command_line_writes_a_verifiable_file(
         "PROCTOR_KAFKA__EVENTS_TOPIC": settings.kafka.events_topic,
     }
     export_cli = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "audit", "--quiet", "export", "--exam", exam, "--out", str(out),
-        "--tz", "Asia/Jakarta", env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "audit",
+        "--quiet",
+        "export",
+        "--exam",
+        exam,
+        "--out",
+        str(out),
+        "--tz",
+        "Asia/Jakarta",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     stdout, stderr = await asyncio.wait_for(export_cli.communicate(), scaled(60))
     assert export_cli.returncode == 0, stderr.decode()
     final = stdout.decode().split("final hash ")[1].split()[0]
     assert "records/s" in stderr.decode()
     verify_cli = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "audit", "verify", str(out), "--expect-final", final,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "audit",
+        "verify",
+        str(out),
+        "--expect-final",
+        final,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     stdout, _ = await asyncio.wait_for(verify_cli.communicate(), scaled(30))
     assert verify_cli.returncode == 0 and "intact" in stdout.decode()

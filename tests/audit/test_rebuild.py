@@ -21,7 +21,9 @@ pytestmark = pytest.mark.integration
 
 
 async def test_rebuild_matches_the_status_service_and_repairs_lost_views(
-    settings: CommonSettings, audit: Settings, table: DynamoStatusStore,
+    settings: CommonSettings,
+    audit: Settings,
+    table: DynamoStatusStore,
     snapshots: RedisSnapshotStore,
 ) -> None:
     exam = unique("exam")
@@ -29,10 +31,28 @@ async def test_rebuild_matches_the_status_service_and_repairs_lost_views(
     # s00002 retakes the exam: DynamoDB must keep the first attempt.
     end = max(s.event.ts for s in sent)
     retake: list[ExamEvent] = [
-        StudentConnected(id="r1", exam=exam, attempt=f"{exam}-retake", student="s00002", ts=end + 1,
-                         source=STUDENT, attempt_no=2, conn="c9", gateway=0),
-        StudentProgress(id="r2", exam=exam, attempt=f"{exam}-retake", student="s00002", ts=end + 2,
-                        source=STUDENT, client_seq=1, answered=40, total=40),
+        StudentConnected(
+            id="r1",
+            exam=exam,
+            attempt=f"{exam}-retake",
+            student="s00002",
+            ts=end + 1,
+            source=STUDENT,
+            attempt_no=2,
+            conn="c9",
+            gateway=0,
+        ),
+        StudentProgress(
+            id="r2",
+            exam=exam,
+            attempt=f"{exam}-retake",
+            student="s00002",
+            ts=end + 2,
+            source=STUDENT,
+            client_seq=1,
+            answered=40,
+            total=40,
+        ),
     ]
     sent += await write_log(settings, retake)
 
@@ -51,15 +71,21 @@ async def test_rebuild_matches_the_status_service_and_repairs_lost_views(
     await table.put_first_attempt([item.model_copy(update={"answered": 0, "seq": 0})])
     tampered = await rebuild(audit, exam)
     assert {(d.student, d.field) for d in tampered.differences if d.kind == "field"} == {
-        ("s00005", "answered"), ("s00005", "seq")}
+        ("s00005", "answered"),
+        ("s00005", "seq"),
+    }
     assert sum(d.kind == "missing" for d in tampered.differences) == 14
 
     # Data loss: the table and the exam's Redis snapshot are gone; repair restores both.
     await table.delete_table()
     client = aioredis.Redis.from_url(settings.redis.url)
     try:
-        await client.delete(*[key async for key in client.scan_iter(
-            match=f"{settings.redis.key_prefix}exam:{exam}:*")])
+        await client.delete(
+            *[
+                key
+                async for key in client.scan_iter(match=f"{settings.redis.key_prefix}exam:{exam}:*")
+            ]
+        )
     finally:
         await client.aclose()
     lost = await rebuild(audit, exam)

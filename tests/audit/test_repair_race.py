@@ -22,7 +22,9 @@ pytestmark = pytest.mark.integration
 
 
 async def test_a_repair_racing_the_live_service_leaves_no_finding(
-    settings: CommonSettings, audit: Settings, table: DynamoStatusStore,
+    settings: CommonSettings,
+    audit: Settings,
+    table: DynamoStatusStore,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     exam = unique("exam")

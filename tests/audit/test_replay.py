@@ -20,7 +20,9 @@ def test_first_attempts_keep_the_lowest_attempt_number_at_its_last_seq() -> None
     assert (chosen["s1"].attempt, chosen["s1"].seq, chosen["s1"].status) == ("first", 9, "away")
 
 
-def away_episode(replay: AlertReplay, partition: int, attempt: str, start_s: float, end_s: float) -> None:
+def away_episode(
+    replay: AlertReplay, partition: int, attempt: str, start_s: float, end_s: float
+) -> None:
     replay.feed(partition, ev(StudentConnected, start_s - 1, attempt=attempt, conn="c", gateway=0))
     replay.feed(partition, ev(StudentStatus, start_s, attempt=attempt, status="away"))
     replay.feed(partition, ev(StudentStatus, end_s, attempt=attempt, status="active"))
@@ -41,7 +43,9 @@ def test_alerts_in_the_log_are_marked_but_do_not_silence_the_replay() -> None:
     replay = AlertReplay(AlertThresholds(away_threshold_s=20), tick_ms=1000)
     since = T0 + 10_000
     live_id = derived_id("alert", "away_too_long", "a1", since)
-    replay.feed(0, ev(AlertRaised, 40, id=live_id, source=NOTIFIER, kind="away_too_long", detail="x"))
+    replay.feed(
+        0, ev(AlertRaised, 40, id=live_id, source=NOTIFIER, kind="away_too_long", detail="x")
+    )
     away_episode(replay, 0, "a1", 10, 45)
     [incident] = replay.finish()
     assert incident.raised_live and incident.alert.id == live_id

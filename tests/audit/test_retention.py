@@ -31,10 +31,15 @@ async def test_log_is_kept_forever_and_retention_changes_on_the_existing_topic(
         before = await topic_config(admin, topic)
         assert (before["cleanup.policy"], before["retention.ms"]) == ("delete", "-1")
         # The documented call: non-incremental, so every dynamic setting is passed.
-        await admin.alter_configs([ConfigResource(
-            ConfigResourceType.TOPIC, topic,
-            configs={"cleanup.policy": "delete", "retention.ms": "34560000000"},
-        )])
+        await admin.alter_configs(
+            [
+                ConfigResource(
+                    ConfigResourceType.TOPIC,
+                    topic,
+                    configs={"cleanup.policy": "delete", "retention.ms": "34560000000"},
+                )
+            ]
+        )
         after = await topic_config(admin, topic)
         assert (after["cleanup.policy"], after["retention.ms"]) == ("delete", "34560000000")
     finally:

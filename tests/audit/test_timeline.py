@@ -38,7 +38,11 @@ def test_episodes_with_durations_and_offline_reasons() -> None:
         ("active", 80_000, None, None),
     ]
     assert [entry.kind for entry in attempt.entries] == [
-        "student.connected", "student.offline", "student.back_online", "student.submitted"]
+        "student.connected",
+        "student.offline",
+        "student.back_online",
+        "student.submitted",
+    ]
     assert attempt.view is not None and attempt.view.score == 71.5
 
 
@@ -58,7 +62,8 @@ def test_late_resends_leave_no_trace_and_proctors_are_named() -> None:
     [attempt] = timeline.students()
     assert [e.status for e in attempt.episodes] == ["active"]
     assert [e.text for e in attempt.entries if e.kind == "student.progress"] == [
-        "on question None, answered 3/10"]
+        "on question None, answered 3/10"
+    ]
     [message] = [e for e in attempt.entries if e.kind == "proctor.message"]
     assert message.actor == "proctor proctor-7" and "eyes on screen" in message.text
     assert [e.text for e in timeline.exam_wide] == ["announcement: 10 min left"]

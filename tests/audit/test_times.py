@@ -38,5 +38,8 @@ def test_formatting_in_the_zone() -> None:
     assert iso_time(1_767_225_600_000, JAKARTA) == "2026-01-01T07:00:00.000+07:00"
     assert format_time(None, JAKARTA) == ""
     assert (format_duration(2_500), format_duration(75_000), format_duration(3_723_000)) == (
-        "2.5s", "1m 15s", "1h 02m 03s")
+        "2.5s",
+        "1m 15s",
+        "1h 02m 03s",
+    )
     assert format_duration(None) == "open"

@@ -38,7 +38,10 @@ async def browser() -> AsyncIterator[BrowserContext]:
     try:
         async with async_playwright() as playwright:
             context = await playwright.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
+                profile,
+                executable_path=CHROMIUM,
+                args=CHROMIUM_ARGS,
+                headless=True,
                 viewport={"width": 1440, "height": 900},
             )
             try:
@@ -56,14 +59,20 @@ def http_base(cluster: Cluster, slot: int) -> str:
 def student_token(exam: str, attempt: str, name: str, *, minutes: int = 30) -> str:
     return CODEC.issue(
         StudentIdentity(
-            role="student", sub=f"stu-{attempt}", exam=exam, attempt=attempt, name=name,
+            role="student",
+            sub=f"stu-{attempt}",
+            exam=exam,
+            attempt=attempt,
+            name=name,
             time_end=wall_ms() + minutes * 60_000,
         )
     )
 
 
 def proctor_token(*exams: str) -> str:
-    return CODEC.issue(ProctorIdentity(role="proctor", sub="proctor-1", exams=exams, name="Proctor"))
+    return CODEC.issue(
+        ProctorIdentity(role="proctor", sub="proctor-1", exams=exams, name="Proctor")
+    )
 
 
 def dashboard_url(cluster: Cluster, slot: int, exam: str) -> str:

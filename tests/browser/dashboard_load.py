@@ -149,7 +149,10 @@ async def measure(rates: list[int], seconds: float) -> list[dict[str, Any]]:
     try:
         async with static_site() as base, async_playwright() as playwright:
             context = await playwright.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
+                profile,
+                executable_path=CHROMIUM,
+                args=CHROMIUM_ARGS,
+                headless=True,
                 viewport={"width": 1440, "height": 900},
             )
             try:

@@ -31,7 +31,11 @@ async def demo_student(system: System, exam: str, n: int) -> StudentBot:
     attempt = f"{exam}-a{n:02d}"
     token = CODEC.issue(
         StudentIdentity(
-            role="student", sub=f"s{n:02d}", exam=exam, attempt=attempt, name=f"Student {n:02d}",
+            role="student",
+            sub=f"s{n:02d}",
+            exam=exam,
+            attempt=attempt,
+            name=f"Student {n:02d}",
             time_end=wall_ms() + 1_800_000 - n * 20_000,
         )
     )
@@ -41,7 +45,9 @@ async def demo_student(system: System, exam: str, n: int) -> StudentBot:
     return bot
 
 
-async def test_dashboard_during_a_demo_exam(browser: BrowserContext, system: System, tmp_path: Path) -> None:
+async def test_dashboard_during_a_demo_exam(
+    browser: BrowserContext, system: System, tmp_path: Path
+) -> None:
     exam = "web-demo"
     bots = await asyncio.gather(*(demo_student(system, exam, n) for n in range(STUDENTS)))
     rng = random.Random(3)
@@ -63,11 +69,17 @@ async def test_dashboard_during_a_demo_exam(browser: BrowserContext, system: Sys
     # Two students close their exam page while the proctor watches: live offline alerts.
     for bot in bots[7:9]:
         await bot.close()
-    await expect(counts.locator('[data-count="submitted"] b')).to_have_text("3", timeout=scaled(10) * MS)
-    await expect(counts.locator('[data-count="offline"] b')).to_have_text("2", timeout=scaled(10) * MS)
+    await expect(counts.locator('[data-count="submitted"] b')).to_have_text(
+        "3", timeout=scaled(10) * MS
+    )
+    await expect(counts.locator('[data-count="offline"] b')).to_have_text(
+        "2", timeout=scaled(10) * MS
+    )
     await expect(counts.locator('[data-count="away"] b')).to_have_text("4", timeout=scaled(10) * MS)
     # Incidents first: the two offline students, then the four away ones.
-    states = await page.locator(".tile").evaluate_all("(tiles) => tiles.map((t) => t.dataset.state)")
+    states = await page.locator(".tile").evaluate_all(
+        "(tiles) => tiles.map((t) => t.dataset.state)"
+    )
     assert states[:6] == ["offline"] * 2 + ["away"] * 4
     assert Counter(states) == Counter(offline=2, away=4, submitted=3, active=STUDENTS - 9)
 
@@ -83,11 +95,11 @@ async def test_dashboard_during_a_demo_exam(browser: BrowserContext, system: Sys
     await page.get_by_test_id("search").fill("")
 
     await page.locator(f'.tile[data-attempt="{exam}-a05"]').click()
-    await page.locator('form.announce input').fill("Thirty minutes remain.")
-    await page.locator('form.announce input').press("Enter")
-    await expect(page.locator('.bar + .toolbar ~ .commands [data-command="announce"]')).to_have_attribute(
-        "data-state", "acked", timeout=scaled(5) * MS
-    )
+    await page.locator("form.announce input").fill("Thirty minutes remain.")
+    await page.locator("form.announce input").press("Enter")
+    await expect(
+        page.locator('.bar + .toolbar ~ .commands [data-command="announce"]')
+    ).to_have_attribute("data-state", "acked", timeout=scaled(5) * MS)
     await expect(page.locator(".alert").first).to_be_visible(timeout=scaled(5) * MS)
     await page.wait_for_timeout(300)
     shot = tmp_path / "dashboard.png"
@@ -96,4 +108,3 @@ async def test_dashboard_during_a_demo_exam(browser: BrowserContext, system: Sys
     keep = os.environ.get("PROCTOR_SCREENSHOT_DIR")
     if keep:
         shutil.copy(shot, Path(keep) / "dashboard.png")
-

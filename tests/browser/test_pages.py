@@ -28,19 +28,27 @@ def tile(attempt: str) -> str:
 async def open_dashboard(browser: BrowserContext, system: System, exam: str, slot: int = 1) -> Page:
     page = await browser.new_page()
     await page.goto(dashboard_url(system.cluster, slot, exam))
-    await expect(page.get_by_test_id("connection")).to_have_attribute("data-subscribed", "1", timeout=scaled(30) * MS)
+    await expect(page.get_by_test_id("connection")).to_have_attribute(
+        "data-subscribed", "1", timeout=scaled(30) * MS
+    )
     return page
 
 
-async def open_exam(browser: BrowserContext, system: System, exam: str, attempt: str, name: str) -> Page:
+async def open_exam(
+    browser: BrowserContext, system: System, exam: str, attempt: str, name: str
+) -> Page:
     page = await browser.new_page()
     await page.add_init_script(VISIBILITY_SHIM)
-    await page.goto(exam_url(system.cluster, 0, student_token(exam, attempt, name)) + "&debounce=300")
+    await page.goto(
+        exam_url(system.cluster, 0, student_token(exam, attempt, name)) + "&debounce=300"
+    )
     await expect(page.get_by_test_id("connection")).to_have_text("open", timeout=scaled(15) * MS)
     return page
 
 
-async def test_student_page_and_dashboard_follow_each_other(browser: BrowserContext, system: System) -> None:
+async def test_student_page_and_dashboard_follow_each_other(
+    browser: BrowserContext, system: System
+) -> None:
     exam, attempt = "web-a", "web-a1"
     dashboard = await open_dashboard(browser, system, exam)
     student = await open_exam(browser, system, exam, attempt, "Grace Hopper")
@@ -56,7 +64,9 @@ async def test_student_page_and_dashboard_follow_each_other(browser: BrowserCont
     await expect(card).to_have_attribute("data-state", "active", timeout=scaled(1) * MS)
 
     # A blur shorter than the debounce is not reported at all.
-    await student.evaluate("window.__setTabHidden(true); setTimeout(() => window.__setTabHidden(false), 100)")
+    await student.evaluate(
+        "window.__setTabHidden(true); setTimeout(() => window.__setTabHidden(false), 100)"
+    )
     await dashboard.wait_for_timeout(800)
     await expect(card).to_have_attribute("data-state", "active")
     assert await card.locator(".away").inner_text() == "↗1"
@@ -66,8 +76,12 @@ async def test_student_page_and_dashboard_follow_each_other(browser: BrowserCont
     panel = dashboard.get_by_test_id("panel")
     await panel.locator('input[name="message"]').fill("Eyes on your own screen, please.")
     await panel.locator('input[name="message"]').press("Enter")
-    await expect(panel.locator('[data-command="message"]')).to_have_attribute("data-state", "acked", timeout=scaled(5) * MS)
-    await expect(student.get_by_test_id("messages")).to_contain_text("Eyes on your own screen", timeout=scaled(5) * MS)
+    await expect(panel.locator('[data-command="message"]')).to_have_attribute(
+        "data-state", "acked", timeout=scaled(5) * MS
+    )
+    await expect(student.get_by_test_id("messages")).to_contain_text(
+        "Eyes on your own screen", timeout=scaled(5) * MS
+    )
 
     await panel.locator('[data-action="pause"]').click()
     await expect(student.get_by_test_id("paused")).to_be_visible(timeout=scaled(5) * MS)
@@ -78,31 +92,43 @@ async def test_student_page_and_dashboard_follow_each_other(browser: BrowserCont
     await expect(card).to_have_attribute("data-paused", "0", timeout=scaled(5) * MS)
 
     timer_before = await student.evaluate("window.examClient.remainingMs()")
-    await panel.locator('input.num').fill("10")
+    await panel.locator("input.num").fill("10")
     await panel.locator('[data-action="extend"]').click()
-    await expect(panel.locator('[data-command="extend"]')).to_have_attribute("data-state", "acked", timeout=scaled(5) * MS)
-    await student.wait_for_function(f"window.examClient.remainingMs() > {timer_before} + 500000", timeout=scaled(5) * MS)
-    await expect(panel.get_by_test_id("panel-left")).to_contain_text("(+600 s)", timeout=scaled(5) * MS)
+    await expect(panel.locator('[data-command="extend"]')).to_have_attribute(
+        "data-state", "acked", timeout=scaled(5) * MS
+    )
+    await student.wait_for_function(
+        f"window.examClient.remainingMs() > {timer_before} + 500000", timeout=scaled(5) * MS
+    )
+    await expect(panel.get_by_test_id("panel-left")).to_contain_text(
+        "(+600 s)", timeout=scaled(5) * MS
+    )
     panel_left = await panel.get_by_test_id("panel-left").inner_text()
     assert panel_left.startswith(("39:", "40:")), panel_left  # 30 min + 10 min, minus a few seconds
 
-    await dashboard.locator('form.announce input').fill("Ten minutes left.")
-    await dashboard.locator('form.announce input').press("Enter")
-    await expect(student.get_by_test_id("messages")).to_contain_text("Announcement: Ten minutes left.", timeout=scaled(5) * MS)
+    await dashboard.locator("form.announce input").fill("Ten minutes left.")
+    await dashboard.locator("form.announce input").press("Enter")
+    await expect(student.get_by_test_id("messages")).to_contain_text(
+        "Announcement: Ten minutes left.", timeout=scaled(5) * MS
+    )
 
     # Closing the tab: red, with the reason, and an entry on the timeline.
     await student.close()
     await expect(card).to_have_attribute("data-state", "offline", timeout=scaled(3) * MS)
     await expect(card.locator(".note")).to_contain_text("closed")
     await expect(dashboard.get_by_test_id("timeline")).to_contain_text("active → offline (closed)")
-    await expect(dashboard.get_by_test_id("alerts")).to_contain_text("offline", timeout=scaled(5) * MS)
+    await expect(dashboard.get_by_test_id("alerts")).to_contain_text(
+        "offline", timeout=scaled(5) * MS
+    )
     alerts = dashboard.locator(".alert")
     before = await alerts.count()
     await alerts.first.locator(".dismiss").click()
     await expect(alerts).to_have_count(before - 1)
 
 
-async def test_dashboard_reconnects_after_its_gateway_restarts(browser: BrowserContext, system: System) -> None:
+async def test_dashboard_reconnects_after_its_gateway_restarts(
+    browser: BrowserContext, system: System
+) -> None:
     exam = "web-b"
     dashboard = await open_dashboard(browser, system, exam, slot=1)
     student = await open_exam(browser, system, exam, "web-b1", "Alan Turing")

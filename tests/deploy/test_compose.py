@@ -12,7 +12,6 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from adapters.ops_http import start_ops_server
-
 from adapters.settings import CommonSettings
 from services.gateway.settings import GatewaySettings
 from tests.conftest import scaled
@@ -119,12 +118,17 @@ def test_published_ports_are_bound_to_loopback() -> None:
 def test_infrastructure_ports_match_the_settings_defaults() -> None:
     # So tests, the simulator and services on the host work unchanged against compose.
     defaults = CommonSettings()
-    published = {name: {host_port for _, host_port, _ in _published(SERVICES[name])} for name in INFRA}
+    published = {
+        name: {host_port for _, host_port, _ in _published(SERVICES[name])} for name in INFRA
+    }
     assert int(defaults.kafka.bootstrap.rsplit(":", 1)[1]) in published["kafka"]
     assert int(defaults.redis.url.rsplit(":", 1)[1].split("/")[0]) in published["redis"]
     assert int((defaults.dynamo.endpoint or "").rsplit(":", 1)[1]) in published["dynamodb"]
     kafka_env = SERVICES["kafka"]["environment"]
-    assert f"//127.0.0.1:{defaults.kafka.bootstrap.rsplit(':', 1)[1]}" in kafka_env["KAFKA_ADVERTISED_LISTENERS"]
+    assert (
+        f"//127.0.0.1:{defaults.kafka.bootstrap.rsplit(':', 1)[1]}"
+        in kafka_env["KAFKA_ADVERTISED_LISTENERS"]
+    )
 
 
 def test_kafka_is_a_single_kraft_node_without_auto_created_topics() -> None:

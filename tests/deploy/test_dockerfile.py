@@ -75,7 +75,9 @@ def test_copies_only_what_the_dockerignore_lets_through() -> None:
         if line.startswith("!")
     }
     # Every token of a COPY but the last (the destination) is a source in the context.
-    sources = {src for rest in _all("COPY") if not rest.startswith("--from") for src in rest.split()[:-1]}
+    sources = {
+        src for rest in _all("COPY") if not rest.startswith("--from") for src in rest.split()[:-1]
+    }
     assert sources <= allowed, sorted(sources - allowed)
     assert {"schemas", "domain", "adapters", "services", "simulator"} <= sources
 

@@ -145,7 +145,11 @@ def test_every_object_lives_in_the_proctoring_namespace() -> None:
 
 
 def test_workload_containers_have_resources_and_probes() -> None:
-    containers = [(w["metadata"]["name"], c) for w in _workloads() for c in w["spec"]["template"]["spec"]["containers"]]
+    containers = [
+        (w["metadata"]["name"], c)
+        for w in _workloads()
+        for c in w["spec"]["template"]["spec"]["containers"]
+    ]
     assert {owner for owner, _ in containers} == {
         "proctor-gateway",
         "proctor-router",
@@ -209,7 +213,11 @@ def test_probes_scrapes_and_ports_match_where_each_service_listens() -> None:
 
 
 def test_workloads_run_every_entry_point_once() -> None:
-    started = [service_of(c["command"]) for w in _workloads() for c in w["spec"]["template"]["spec"]["containers"]]
+    started = [
+        service_of(c["command"])
+        for w in _workloads()
+        for c in w["spec"]["template"]["spec"]["containers"]
+    ]
     assert sorted(s for s in started if s) == sorted(entry_points())
 
 
@@ -234,7 +242,9 @@ def _run_gateway_wrapper(tmp_path: Path, hostname: str) -> subprocess.CompletedP
 def test_gateway_slot_is_the_pod_ordinal(tmp_path: Path, pod: str, slot: int) -> None:
     result = _run_gateway_wrapper(tmp_path, pod)
     assert result.returncode == 0, result.stderr
-    seen = dict(line.split("=", 1) for line in result.stdout.splitlines() if line.startswith("PROCTOR_"))
+    seen = dict(
+        line.split("=", 1) for line in result.stdout.splitlines() if line.startswith("PROCTOR_")
+    )
     settings = load_settings(GatewaySettings, seen)
     assert settings.gateway.slot == slot
 

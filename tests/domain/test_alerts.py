@@ -26,15 +26,26 @@ NOTIFIER = EventSource(kind="notifier", id="n")
 
 def status(status: Literal["active", "away"], ts: int, attempt: str = "a1") -> StudentStatus:
     return StudentStatus(
-        id=f"st-{attempt}-{ts}", exam="e1", attempt=attempt, student="s1", ts=ts, source=STUDENT,
+        id=f"st-{attempt}-{ts}",
+        exam="e1",
+        attempt=attempt,
+        student="s1",
+        ts=ts,
+        source=STUDENT,
         status=status,
     )
 
 
 def went_offline(ts: int, reason: OfflineReason = "closed") -> StudentOffline:
     return StudentOffline(
-        id=f"off-{ts}", exam="e1", attempt="a1", student="s1", ts=ts, source=NOTIFIER,
-        reason=reason, since=ts - 100,
+        id=f"off-{ts}",
+        exam="e1",
+        attempt="a1",
+        student="s1",
+        ts=ts,
+        source=NOTIFIER,
+        reason=reason,
+        since=ts - 100,
     )
 
 
@@ -84,8 +95,10 @@ def test_repeated_away_fires_on_the_nth_episode_within_the_window_once_per_cross
     minute = 60_000
     alerts = feed(
         r,
-        status("away", T0), status("active", T0 + minute),
-        status("away", T0 + 2 * minute), status("active", T0 + 3 * minute),
+        status("away", T0),
+        status("active", T0 + minute),
+        status("away", T0 + 2 * minute),
+        status("active", T0 + 3 * minute),
     )
     assert alerts == []
     [third] = feed(r, status("away", T0 + 4 * minute))
@@ -97,8 +110,10 @@ def test_repeated_away_fires_on_the_nth_episode_within_the_window_once_per_cross
     alerts = feed(
         r,
         status("active", later - minute),
-        status("away", later), status("active", later + 1),
-        status("away", later + minute), status("active", later + minute + 1),
+        status("away", later),
+        status("active", later + 1),
+        status("away", later + minute),
+        status("active", later + minute + 1),
         status("away", later + 2 * minute),
     )
     assert [a.kind for a in alerts] == ["repeated_away"]
@@ -111,8 +126,10 @@ def test_a_repeated_away_status_is_not_a_new_episode() -> None:
 
 def test_thresholds_change_the_outcome_of_the_same_history() -> None:
     history: list[ExamEvent] = [
-        status("away", T0), status("active", T0 + 20_000),
-        status("away", T0 + 100_000), status("active", T0 + 125_000),
+        status("away", T0),
+        status("active", T0 + 20_000),
+        status("away", T0 + 100_000),
+        status("active", T0 + 125_000),
     ]
 
     def run(thresholds: AlertThresholds) -> list[str]:
@@ -125,7 +142,9 @@ def test_thresholds_change_the_outcome_of_the_same_history() -> None:
 
     assert run(AlertThresholds()) == []
     assert run(AlertThresholds(away_threshold_s=15, repeated_away_count=2)) == [
-        "away_too_long", "repeated_away", "away_too_long"
+        "away_too_long",
+        "repeated_away",
+        "away_too_long",
     ]
 
 

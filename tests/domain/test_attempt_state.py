@@ -74,7 +74,9 @@ def test_reconnect_keeps_start_time_and_deadline() -> None:
     state = fold(
         [
             connected(time_end=5_000_000),
-            StudentOffline(**_common(source=NOTIFIER, ts=1_100_000), reason="closed", since=1_050_000),
+            StudentOffline(
+                **_common(source=NOTIFIER, ts=1_100_000), reason="closed", since=1_050_000
+            ),
             connected(ts=1_200_000, time_end=9_999_999),
         ]
     )
@@ -109,7 +111,9 @@ def test_offline_ends_away_and_back_online_restores_active() -> None:
             connected(),
             StudentStatus(**_common(ts=1_010_000, client_seq=1), status="away"),
             StudentOffline(
-                **_common(source=NOTIFIER, ts=1_030_000), reason="heartbeat_timeout", since=1_020_000
+                **_common(source=NOTIFIER, ts=1_030_000),
+                reason="heartbeat_timeout",
+                since=1_020_000,
             ),
         ]
     )
@@ -122,7 +126,9 @@ def test_offline_ends_away_and_back_online_restores_active() -> None:
     assert view.gateway is None
     back = apply(
         state,
-        StudentBackOnline(**_common(source=NOTIFIER, ts=1_040_000), offline_ms=20_000, reason="closed"),
+        StudentBackOnline(
+            **_common(source=NOTIFIER, ts=1_040_000), offline_ms=20_000, reason="closed"
+        ),
         10,
     )
     assert back is not None

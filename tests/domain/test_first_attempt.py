@@ -10,7 +10,9 @@ from domain.first_attempt import FirstAttemptBuffer, supersedes
 from schemas.views import StudentView
 
 
-def view(attempt: str = "a1", seq: int = 0, attempt_no: int = 1, student: str = "s1") -> StudentView:
+def view(
+    attempt: str = "a1", seq: int = 0, attempt_no: int = 1, student: str = "s1"
+) -> StudentView:
     return StudentView(exam="e1", attempt=attempt, student=student, seq=seq, attempt_no=attempt_no)
 
 

@@ -139,12 +139,20 @@ def test_clean_close_is_offline_at_once_with_a_deterministic_id() -> None:
     gw.disconnect("a1", "c1", T0 + 500, "client_closed")
     [event] = offline(tick(t, T0 + 510))
     assert (event.reason, event.since, event.attempt, event.student) == (
-        "closed", T0 + 500, "a1", "s-a1"
+        "closed",
+        T0 + 500,
+        "a1",
+        "s-a1",
     )
     assert event.id == derived_id("offline", "a1", "closed", T0 + 500)
     assert event.source.kind == "notifier"
     assert t.verdict("a1") == AttemptLiveness(
-        exam="e1", attempt="a1", student="s-a1", online=False, since=T0 + 500, reason="closed",
+        exam="e1",
+        attempt="a1",
+        student="s-a1",
+        online=False,
+        since=T0 + 500,
+        reason="closed",
         slot=0,
     )
     assert tick(t, T0 + 60_000) == []
@@ -331,8 +339,14 @@ def test_restart_keeps_offline_verdicts_and_reports_back_online_durations() -> N
     restarted.on_presence(
         connection_key("c3"),
         StudentConnection(
-            conn="c3", slot=0, instance="gw-a", exam="e1", attempt="a1", student="s-a1",
-            opened_at=T0 + 201_000, heartbeat_interval_s=INTERVAL_S,
+            conn="c3",
+            slot=0,
+            instance="gw-a",
+            exam="e1",
+            attempt="a1",
+            student="s-a1",
+            opened_at=T0 + 201_000,
+            heartbeat_interval_s=INTERVAL_S,
         ),
         T0 + 201_000,
     )
@@ -421,9 +435,7 @@ def test_a_reconnect_that_closes_before_any_decision_leaves_the_student_offline(
 # -- the log's own health ------------------------------------------------------------------
 
 
-def stalled_run(
-    t: LivenessTracker, gw: Gateway, start: int, end: int
-) -> list[Verdict]:
+def stalled_run(t: LivenessTracker, gw: Gateway, start: int, end: int) -> list[Verdict]:
     """Kafka stalled: no batch and no probe reaches the notifier, the wall clock runs on."""
     return [v for now in range(start, end + 1, 200) for v in t.tick(now)]
 
@@ -516,8 +528,13 @@ def test_an_offline_verdict_on_a_kept_connection_is_undone_by_its_next_beat() ->
     run(t, gw, T0, T0 + 2_000, {"a1": 1_000})
     # The notifier restarts believing a1 offline although its socket never closed.
     wrong = AttemptLiveness(
-        exam="e1", attempt="a1", student="s-a1", online=False, since=T0 + 2_000,
-        reason="gateway_lost", slot=0,
+        exam="e1",
+        attempt="a1",
+        student="s-a1",
+        online=False,
+        since=T0 + 2_000,
+        reason="gateway_lost",
+        slot=0,
     )
     restarted = replay([*gw.presence, (liveness_key("a1"), wrong, T0 + 2_100)])
     restarted_gw = Gateway(restarted)

@@ -309,9 +309,7 @@ def test_announcement_reaches_every_slot_with_students_of_the_exam() -> None:
     routed = table.route(announcement("e1"), 2, 9)
 
     assert sorted(routed) == [0, 1, 2]
-    expected = ForStudents(
-        exam="e1", attempt=None, partition=2, offset=9, event=announcement("e1")
-    )
+    expected = ForStudents(exam="e1", attempt=None, partition=2, offset=9, event=announcement("e1"))
     assert routed[1] == [expected]
     assert routed[2] == [expected]
     assert routed[0] == [ForProctors(exam="e1", partition=2, offset=9, event=announcement("e1"))]

@@ -35,13 +35,23 @@ class System:
         self.bots: list[StudentBot | ProctorBot] = []
 
     async def student(
-        self, exam: str, attempt: str, *, slot: int = 0, student: str | None = None,
-        attempt_no: int = 1, name: str = "",
+        self,
+        exam: str,
+        attempt: str,
+        *,
+        slot: int = 0,
+        student: str | None = None,
+        attempt_no: int = 1,
+        name: str = "",
     ) -> StudentBot:
         token = CODEC.issue(
             StudentIdentity(
-                role="student", sub=student or f"stu-{attempt}", exam=exam, attempt=attempt,
-                attempt_no=attempt_no, name=name,
+                role="student",
+                sub=student or f"stu-{attempt}",
+                exam=exam,
+                attempt=attempt,
+                attempt_no=attempt_no,
+                name=name,
             )
         )
         bot = StudentBot(self.cluster.gateway_url(slot), token, attempt)

@@ -62,7 +62,9 @@ async def test_proctor_commands_reach_the_student_and_extension_is_stored(system
     assert extended[0]["seconds"] == 300
     seen = await eventually(lambda: row(proctor, "b1", extended_s=300), within_s=5, what="row")
     assert seen["time_end"] >= before + 300_000
-    assert all(e["source"]["kind"] == "proctor" for e in proctor.events if e["type"].startswith("proctor."))
+    assert all(
+        e["source"]["kind"] == "proctor" for e in proctor.events if e["type"].startswith("proctor.")
+    )
 
     dynamo = system.settings.dynamo
     table = boto3.resource(

@@ -21,11 +21,11 @@ from schemas.views import AttemptState
 from services.gateway.app import HUB, PUBLISHER
 from tests.conftest import scaled
 from tests.hostile.conftest import (
+    TCP_ESTABLISHED,
     Connect,
     Gateway,
     masked_text_frame,
     neighbour_is_acked,
-    TCP_ESTABLISHED,
     proctor,
     raw_websocket,
     start_gateway,
@@ -71,8 +71,10 @@ BAD_FRAMES: list[tuple[str, dict[str, Any]]] = [
     ("ts-far", {"type": "status", "seq": 1, "ts": 10**16, "status": "away"}),
     ("answered-huge", {"type": "progress", "seq": 1, "answered": 10**12, "total": 10}),
     ("question-huge", {"type": "answer", "seq": 1, "question": 10**9, "answer": "a"}),
-    ("remaining-huge", {"type": "progress", "seq": 1, "answered": 1, "total": 2,
-                        "time_remaining_s": 10**10}),
+    (
+        "remaining-huge",
+        {"type": "progress", "seq": 1, "answered": 1, "total": 2, "time_remaining_s": 10**10},
+    ),
 ]
 
 
@@ -180,8 +182,13 @@ async def test_the_tokens_deadline_wins_over_the_pages_countdown(
         "type": "message_to_master",
         "message": {
             "action": "lmsQuizMonitoringStudent",
-            "data": {"quiz_id": "exam1", "quiz_attempt_id": "att-d", "student_id": "stu-att-d",
-                     "user_status": "active", "time_end": time_end + 86_400_000},
+            "data": {
+                "quiz_id": "exam1",
+                "quiz_attempt_id": "att-d",
+                "student_id": "stu-att-d",
+                "user_status": "active",
+                "time_end": time_end + 86_400_000,
+            },
         },
     }
     await ws.send_bytes(orjson.dumps(legacy))

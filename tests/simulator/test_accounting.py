@@ -120,8 +120,10 @@ def test_a_first_row_with_seq_zero_is_not_a_duplicate() -> None:
 
 
 def test_histogram_buckets_are_half_open_and_count_what_falls_outside() -> None:
-    result = histogram([0.0, -3.0, 1.0, 1.5, 2.0, 9.99, 10.0, 12.0, 13.0, 100.0, 5.0e4],
-                       edges=[1.0, 2.0, 10.0, 13.0, 1000.0])
+    result = histogram(
+        [0.0, -3.0, 1.0, 1.5, 2.0, 9.99, 10.0, 12.0, 13.0, 100.0, 5.0e4],
+        edges=[1.0, 2.0, 10.0, 13.0, 1000.0],
+    )
     assert result == {
         "edges_ms": [1.0, 2.0, 10.0, 13.0, 1000.0],
         "counts": [2, 2, 2, 2],
@@ -162,7 +164,10 @@ def test_latency_per_second_p99_is_nearest_rank_within_the_second() -> None:
     samples = [(0, float(ms)) for ms in range(1, 101)] + [(1000, 3.0)]
     result = latency_per_second(samples, 0)
     assert (result["count"], result["p50"], result["p99"], result["max"]) == (
-        [100, 1], [51.0, 3.0], [99.0, 3.0], [100.0, 3.0]
+        [100, 1],
+        [51.0, 3.0],
+        [99.0, 3.0],
+        [100.0, 3.0],
     )
 
 
@@ -183,11 +188,17 @@ def test_delivery_json_carries_histograms_and_latency_per_send_second() -> None:
     # 4 ms -> [4, 5); 15 ms -> [13, 16); 40 ms -> [40, 50); 150 ms -> [126, 158)
     edges = HISTOGRAM_EDGES_MS
     assert {edges[i]: n for i, n in enumerate(hist["counts"]) if n} == {
-        4.0: 1, 13.0: 1, 40.0: 1, 126.0: 1
+        4.0: 1,
+        13.0: 1,
+        40.0: 1,
+        126.0: 1,
     }
     inbound = delivery["inbound_histogram"]
     assert {edges[i]: n for i, n in enumerate(inbound["counts"]) if n} == {
-        1.0: 1, 2.0: 1, 3.0: 1, 40.0: 1
+        1.0: 1,
+        2.0: 1,
+        3.0: 1,
+        40.0: 1,
     }
     per_s = delivery["latency_per_second"]
     assert per_s["start_ms"] == 1000  # the first send
@@ -207,14 +218,21 @@ def test_latency_seconds_can_start_at_a_given_time() -> None:
 def test_an_empty_run_gives_empty_per_second_latencies_and_zero_histograms() -> None:
     delivery = account({}, {}, {"p": []}).to_json()
     assert delivery["latency_per_second"] == {
-        "start_ms": 0, "count": [], "p50": [], "p99": [], "max": []
+        "start_ms": 0,
+        "count": [],
+        "p50": [],
+        "p99": [],
+        "max": [],
     }
     assert sum(delivery["latency_histogram"]["counts"]) == 0
 
 
 def test_connect_summary_carries_a_histogram_of_successful_connects() -> None:
-    results = [ConnectResult(True, 5.5), ConnectResult(True, 120.0),
-               ConnectResult(False, 30000.0, "TimeoutError")]
+    results = [
+        ConnectResult(True, 5.5),
+        ConnectResult(True, 120.0),
+        ConnectResult(False, 30000.0, "TimeoutError"),
+    ]
     hist = connect_summary(results)["connect_histogram"]
     edges = HISTOGRAM_EDGES_MS
     assert {edges[i]: n for i, n in enumerate(hist["counts"]) if n} == {5.0: 1, 100.0: 1}

@@ -35,25 +35,30 @@ def load_result(scenario: str = "paper-stress") -> dict[str, Any]:
     connects = [ConnectResult(True, 3.0 + n * 11.5) for n in range(20)]
     processes = ("gateway-0", "router", "kafka", "simulator-parent", "simulator-worker-0")
     timeline = [
-        {"t": float(t), "wall": START_MS / 1000 - 5 + t,
-         **{f"{name}.cores": 0.1 * (i + 1) for i, name in enumerate(processes)}}
+        {
+            "t": float(t),
+            "wall": START_MS / 1000 - 5 + t,
+            **{f"{name}.cores": 0.1 * (i + 1) for i, name in enumerate(processes)},
+        }
         for t in range(1, 20)
     ]
-    result: dict[str, Any] = json_safe({
-        "scenario": scenario,
-        "config": {"students": 20, "proctors": 1, "duration_s": 10.0, "join_window_s": 2.0},
-        "updates_sent": 200,
-        "updates_per_s": 20.0,
-        "connect": connect_summary(connects),
-        "delivery": delivery,
-        "throughput": {"sent_per_s": [0] + [20] * 10, "received_rows_per_s": [0] + [20] * 10},
-        "resources": {
-            "machine_cores": 2,
-            "processes": {name: {"cpu_cores_mean": 0.1} for name in processes},
-            "load_phase_cores": {name: 0.1 * (i + 1) for i, name in enumerate(processes)},
-        },
-        "resources_timeline": timeline,
-    })
+    result: dict[str, Any] = json_safe(
+        {
+            "scenario": scenario,
+            "config": {"students": 20, "proctors": 1, "duration_s": 10.0, "join_window_s": 2.0},
+            "updates_sent": 200,
+            "updates_per_s": 20.0,
+            "connect": connect_summary(connects),
+            "delivery": delivery,
+            "throughput": {"sent_per_s": [0] + [20] * 10, "received_rows_per_s": [0] + [20] * 10},
+            "resources": {
+                "machine_cores": 2,
+                "processes": {name: {"cpu_cores_mean": 0.1} for name in processes},
+                "load_phase_cores": {name: 0.1 * (i + 1) for i, name in enumerate(processes)},
+            },
+            "resources_timeline": timeline,
+        }
+    )
     return result
 
 
@@ -79,14 +84,26 @@ def saturation_result() -> dict[str, Any]:
         step["ok"] = n == 0
         steps.append(step)
     steps[2]["delivery"]["lost"] = 7
-    return {"scenario": "saturation", "p99_budget_ms": 100.0,
-            "highest_sustainable_updates_per_s": 98.0, "steps": steps}
+    return {
+        "scenario": "saturation",
+        "p99_budget_ms": 100.0,
+        "highest_sustainable_updates_per_s": 98.0,
+        "steps": steps,
+    }
 
 
 def router_result() -> dict[str, Any]:
-    return {"scenario": "router", "mode": "backlog", "events": 100_000, "log_partitions": 12,
-            "events_per_s": 14780, "items_per_s": 30389, "window_s": 6.8,
-            "router_cpu_util": 0.99, "router_cpu_per_event_us": 67.0}
+    return {
+        "scenario": "router",
+        "mode": "backlog",
+        "events": 100_000,
+        "log_partitions": 12,
+        "events_per_s": 14780,
+        "items_per_s": 30389,
+        "window_s": 6.8,
+        "router_cpu_util": 0.99,
+        "router_cpu_per_event_us": 67.0,
+    }
 
 
 def assert_png_of_its_figure_size(path: Path, kind: str) -> None:

@@ -45,15 +45,25 @@ def status(
 
 def progress(attempt: str, event_id: str, answered: int, client_seq: int) -> StudentProgress:
     return StudentProgress(
-        **who(attempt), id=event_id, ts=3_000, client_seq=client_seq, source=STUDENT,
-        answered=answered, total=10,
+        **who(attempt),
+        id=event_id,
+        ts=3_000,
+        client_seq=client_seq,
+        source=STUDENT,
+        answered=answered,
+        total=10,
     )
 
 
 def answer(attempt: str, event_id: str, client_seq: int) -> StudentAnswer:
     return StudentAnswer(
-        **who(attempt), id=event_id, ts=4_000, client_seq=client_seq, source=STUDENT,
-        question=1, answer="A",
+        **who(attempt),
+        id=event_id,
+        ts=4_000,
+        client_seq=client_seq,
+        source=STUDENT,
+        question=1,
+        answer="A",
     )
 
 

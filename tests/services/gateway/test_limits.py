@@ -33,7 +33,12 @@ def test_a_stalled_log_admits_one_probe_per_interval_until_a_publish_succeeds() 
     health.failed(10.0)  # a probe that blocked until its deadline counts from here
 
     assert [health.admit(t) for t in (10.0, 14.9, 15.0, 15.1, 19.9, 20.0)] == [
-        False, False, True, False, False, True
+        False,
+        False,
+        True,
+        False,
+        False,
+        True,
     ]
     health.failed(21.0)
     assert not health.admit(25.9) and health.admit(26.0)

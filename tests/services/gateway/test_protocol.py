@@ -197,14 +197,22 @@ def test_watching_an_exam_not_in_the_token_is_forbidden(frame_type: str) -> None
         (
             {"type": "message", "text": "Eyes on your screen"},
             ProctorMessage(
-                id="c1", exam="exam-1", attempt="att-3", ts=NOW_MS, source=PROCTOR_SOURCE,
+                id="c1",
+                exam="exam-1",
+                attempt="att-3",
+                ts=NOW_MS,
+                source=PROCTOR_SOURCE,
                 text="Eyes on your screen",
             ),
         ),
         (
             {"type": "pause", "reason": "fire alarm"},
             ProctorPaused(
-                id="c1", exam="exam-1", attempt="att-3", ts=NOW_MS, source=PROCTOR_SOURCE,
+                id="c1",
+                exam="exam-1",
+                attempt="att-3",
+                ts=NOW_MS,
+                source=PROCTOR_SOURCE,
                 reason="fire alarm",
             ),
         ),
@@ -217,7 +225,11 @@ def test_watching_an_exam_not_in_the_token_is_forbidden(frame_type: str) -> None
         (
             {"type": "extend", "seconds": 300},
             ProctorTimeExtended(
-                id="c1", exam="exam-1", attempt="att-3", ts=NOW_MS, source=PROCTOR_SOURCE,
+                id="c1",
+                exam="exam-1",
+                attempt="att-3",
+                ts=NOW_MS,
+                source=PROCTOR_SOURCE,
                 seconds=300,
             ),
         ),

@@ -109,8 +109,10 @@ async def test_malformed_unknown_and_oversized_frames_get_error_frames(
         ('{"type":"teleport","id":"x1"}', "unknown_type"),
         ('{"type":"status","id":"x2","seq":1,"status":"sleeping"}', "bad_frame"),
         ('{"type":"subscribe","exam":"exam1"}', "not_allowed"),
-        ('{"type":"answer","id":"x3","seq":2,"question":1,"answer":"' + "a" * 20_000 + '"}',
-         "frame_too_large"),
+        (
+            '{"type":"answer","id":"x3","seq":2,"question":1,"answer":"' + "a" * 20_000 + '"}',
+            "frame_too_large",
+        ),
     ]
     for raw, code in cases:
         await ws.send_str(raw)
@@ -169,7 +171,9 @@ async def test_a_revoked_token_is_refused_and_writes_nothing(
     jti = jwt.decode(token, options={"verify_signature": False})["jti"]
     client = aioredis.Redis.from_url(settings.redis.url)
     try:
-        await RedisRevocations(client, settings.redis).revoke(jti, until_epoch_s=int(time.time()) + 60)
+        await RedisRevocations(client, settings.redis).revoke(
+            jti, until_epoch_s=int(time.time()) + 60
+        )
     finally:
         await client.aclose()
     ws = await connect(token)

@@ -55,7 +55,9 @@ def state(attempt: str, seq: int) -> AttemptState:
     return AttemptState(view=view, last_client_seq=1)
 
 
-async def _subscribe(watches: Watches, presence: Presence, proctor: Proctor, partitions: int) -> None:
+async def _subscribe(
+    watches: Watches, presence: Presence, proctor: Proctor, partitions: int
+) -> None:
     await watches.watch(cast(Connection, proctor), "ex1")
     while not presence.watches or presence.watches[-1] is None:
         await asyncio.sleep(0.01)

@@ -102,8 +102,11 @@ async def test_offsets_are_committed_on_the_interval_and_on_stop(
 
         async def committed() -> int:
             offsets = await admin.list_consumer_group_offsets(options.group_id)
-            return sum(meta.offset for tp, meta in offsets.items()
-                       if tp.topic == settings.kafka.events_topic and meta.offset > 0)
+            return sum(
+                meta.offset
+                for tp, meta in offsets.items()
+                if tp.topic == settings.kafka.events_topic and meta.offset > 0
+            )
 
         # The first batch after assignment commits (the interval starts at creation);
         # what follows waits for the interval.

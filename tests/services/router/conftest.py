@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
@@ -50,7 +50,6 @@ from schemas.presence import (
 from services.router.service import RouterService
 from services.router.settings import RouterOptions, RouterSettings
 from tests.conftest import scaled
-from tests.waiting import eventually
 
 # -- events --------------------------------------------------------------------------------
 

@@ -65,8 +65,14 @@ def test_rendered_records_decode_to_the_routing_decisions() -> None:
         ),
         (
             StudentAnswer(
-                id="s", exam="e1", attempt="a2", student="s-a2", ts=3,
-                source=EventSource(kind="student", id="s-a2"), question=1, answer='"quoted" \u00e9',
+                id="s",
+                exam="e1",
+                attempt="a2",
+                student="s-a2",
+                ts=3,
+                source=EventSource(kind="student", id="s-a2"),
+                question=1,
+                answer='"quoted" \u00e9',
             ),
             1,
             7,
@@ -76,8 +82,13 @@ def test_rendered_records_decode_to_the_routing_decisions() -> None:
     expected: dict[int, list[DeliveryItem]] = {}
     for event, partition, offset in events:
         value = raw(event)
-        builder.add_event(routing.targets(EventHead.parse(value)), EventHead.parse(value),
-                          partition, offset, value)
+        builder.add_event(
+            routing.targets(EventHead.parse(value)),
+            EventHead.parse(value),
+            partition,
+            offset,
+            value,
+        )
         for slot, items in routing.route(event, partition, offset).items():
             expected.setdefault(slot, []).extend(items)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
+from prometheus_client import CollectorRegistry
 
 from adapters.group_reader import Batch, _Listener
 from domain.offsets import OffsetLedger
@@ -15,7 +16,6 @@ from services.router.engine import RoutedBatch
 from services.router.metrics import RouterMetrics
 from services.router.plain_log import PlainLogEngine, _Handler
 from services.router.settings import RouterOptions, RouterSettings
-from prometheus_client import CollectorRegistry
 
 TOPIC = "log"
 
@@ -60,14 +60,20 @@ def record(partition: int, offset: int, value: bytes) -> ConsumerRecord[bytes, b
     return ConsumerRecord(TOPIC, partition, offset, 0, 0, b"k", value, None, 1, len(value), ())
 
 
-async def test_records_fetched_before_a_revocation_are_not_routed_unroutable_ones_put_aside() -> None:
+async def test_records_fetched_before_a_revocation_are_not_routed_unroutable_ones_put_aside() -> (
+    None
+):
     routing = Routing()
     ledger = OffsetLedger()
     ledger.assign([3, 4])
     lease = ledger.take({3: (0, 0), 4: (0, 0)})
     ledger.revoking([3])
     batch = Batch(
-        [record(3, 0, b"{}"), record(4, 0, b"not json")], lease, ledger, topic=TOPIC, consumer="router"
+        [record(3, 0, b"{}"), record(4, 0, b"not json")],
+        lease,
+        ledger,
+        topic=TOPIC,
+        consumer="router",
     )
     done = await _Handler(routing).handle(batch)
     await done

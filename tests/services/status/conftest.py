@@ -246,7 +246,9 @@ class ToggleProxy:
 
 
 @pytest.fixture
-async def proxy_factory() -> AsyncIterator[Callable[[str, int], Awaitable[tuple[ToggleProxy, int]]]]:
+async def proxy_factory() -> AsyncIterator[
+    Callable[[str, int], Awaitable[tuple[ToggleProxy, int]]]
+]:
     proxies: list[ToggleProxy] = []
 
     async def make(host: str, port: int) -> tuple[ToggleProxy, int]:

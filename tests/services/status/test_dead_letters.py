@@ -65,9 +65,10 @@ async def test_a_1e308_score_is_put_aside_and_every_other_state_still_lands(
         await eventually(
             lambda: committed_past(config, end_offsets(log.records)), what="committed past it"
         )
-        assert metric(
-            service, "status_dead_letters_total", consumer="status", reason="undecodable"
-        ) == 1
+        assert (
+            metric(service, "status_dead_letters_total", consumer="status", reason="undecodable")
+            == 1
+        )
         assert service.ready()
     expected = expected_states(log.records)
     for name in (exam, other):
@@ -110,9 +111,12 @@ async def test_an_item_dynamodb_rejects_is_put_aside_its_neighbours_land(
             await eventually(
                 lambda: committed_past(config, end_offsets(log.records)), what="committed past"
             )
-            assert metric(
-                service, "status_dead_letters_total", consumer="status", reason="store_rejected"
-            ) == 1
+            assert (
+                metric(
+                    service, "status_dead_letters_total", consumer="status", reason="store_rejected"
+                )
+                == 1
+            )
             assert metric(service, "status_dynamo_writes_total", outcome="rejected") == 1
             assert service.ready()
     finally:

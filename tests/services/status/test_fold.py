@@ -11,14 +11,25 @@ SRC = EventSource(kind="student", id="s")
 
 def connected(attempt: str, event_id: str) -> StudentConnected:
     return StudentConnected(
-        id=event_id, exam="e1", attempt=attempt, student=f"stu-{attempt}", ts=1, source=SRC,
-        conn="c", gateway=0,
+        id=event_id,
+        exam="e1",
+        attempt=attempt,
+        student=f"stu-{attempt}",
+        ts=1,
+        source=SRC,
+        conn="c",
+        gateway=0,
     )
 
 
 def away(attempt: str, event_id: str) -> StudentStatus:
     return StudentStatus(
-        id=event_id, exam="e1", attempt=attempt, student=f"stu-{attempt}", ts=2, source=SRC,
+        id=event_id,
+        exam="e1",
+        attempt=attempt,
+        student=f"stu-{attempt}",
+        ts=2,
+        source=SRC,
         status="away",
     )
 
@@ -28,10 +39,18 @@ def test_watermarks_cover_every_record_even_unchanged_and_undecodable() -> None:
     records = [
         LogRecord(0, 10, connected("a1", "x1")),
         LogRecord(0, 11, None),
-        LogRecord(1, 5, ProctorAnnouncement(
-            id="n", exam="e1", attempt=None, ts=3, source=EventSource(kind="proctor", id="p"),
-            text="hi",
-        )),
+        LogRecord(
+            1,
+            5,
+            ProctorAnnouncement(
+                id="n",
+                exam="e1",
+                attempt=None,
+                ts=3,
+                source=EventSource(kind="proctor", id="p"),
+                text="hi",
+            ),
+        ),
         LogRecord(0, 12, connected("a1", "x1")),  # resend of the same id: no change
     ]
     result = fold(records, cache)
@@ -43,8 +62,11 @@ def test_watermarks_cover_every_record_even_unchanged_and_undecodable() -> None:
 def test_changed_holds_the_last_state_of_each_attempt_and_the_cache_follows() -> None:
     cache = StateCache(100)
     result = fold(
-        [LogRecord(0, 1, connected("a1", "x1")), LogRecord(0, 2, away("a1", "x2")),
-         LogRecord(1, 1, connected("a2", "y1"))],
+        [
+            LogRecord(0, 1, connected("a1", "x1")),
+            LogRecord(0, 2, away("a1", "x2")),
+            LogRecord(1, 1, connected("a2", "y1")),
+        ],
         cache,
     )
     assert {k: s.view.seq for k, s in result.changed.items()} == {("e1", "a1"): 2, ("e1", "a2"): 1}
@@ -77,7 +99,11 @@ def test_loaded_state_at_or_past_the_batch_is_ahead_of_the_log() -> None:
 def test_cache_evicts_least_recent_on_trim_and_forgets_revoked_partitions() -> None:
     cache = StateCache(2)
     for partition, attempt in ((0, "a"), (1, "b"), (1, "c")):
-        cache.put(("e", attempt), partition, AttemptState(view=StudentView(exam="e", attempt=attempt, student="s")))
+        cache.put(
+            ("e", attempt),
+            partition,
+            AttemptState(view=StudentView(exam="e", attempt=attempt, student="s")),
+        )
     assert len(cache) == 3  # nothing leaves before the batch is safely in Redis
     cache.get(("e", "a"))
     cache.trim()

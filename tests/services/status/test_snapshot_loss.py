@@ -86,10 +86,22 @@ def _moves(exam: str, client_seq: int) -> list[ExamEvent]:
     for n in range(MOVERS):
         attempt, student = f"{exam}-a{n}", f"s{n}"
         if client_seq % 2:
-            moves.append(ev(StudentStatus, exam, attempt, student, client_seq=client_seq, status="away"))
+            moves.append(
+                ev(StudentStatus, exam, attempt, student, client_seq=client_seq, status="away")
+            )
         else:
-            moves.append(ev(StudentProgress, exam, attempt, student, client_seq=client_seq,
-                            question_current=7, answered=client_seq % 10, total=10))
+            moves.append(
+                ev(
+                    StudentProgress,
+                    exam,
+                    attempt,
+                    student,
+                    client_seq=client_seq,
+                    question_current=7,
+                    answered=client_seq % 10,
+                    total=10,
+                )
+            )
     return moves
 
 

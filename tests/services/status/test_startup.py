@@ -20,7 +20,9 @@ async def test_unreachable_kafka_fails_startup() -> None:
         kafka=KafkaSettings(bootstrap="127.0.0.1:1", request_timeout_s=1.0),
         status=StatusServiceSettings(ops_port=0),
     )
-    service = StatusService(settings, dynamo=InMemoryStatusStore(), snapshots=InMemorySnapshotStore())
+    service = StatusService(
+        settings, dynamo=InMemoryStatusStore(), snapshots=InMemorySnapshotStore()
+    )
     with pytest.raises(StartupFailed) as failure:
         async with asyncio.timeout(scaled(20)):
             await service.run()

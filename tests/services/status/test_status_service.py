@@ -59,14 +59,35 @@ def attempt_events(
     exam: str, attempt: str, student: str, *, attempt_no: int = 1, steps: int = 3
 ) -> list[ExamEvent]:
     events = [
-        ev(StudentConnected, exam, attempt, student, conn=f"c-{attempt}", gateway=0,
-           attempt_no=attempt_no, name=student.title(), time_end=1_700_003_600_000),
+        ev(
+            StudentConnected,
+            exam,
+            attempt,
+            student,
+            conn=f"c-{attempt}",
+            gateway=0,
+            attempt_no=attempt_no,
+            name=student.title(),
+            time_end=1_700_003_600_000,
+        ),
     ]
     for step in range(1, steps + 1):
-        events.append(ev(StudentProgress, exam, attempt, student, client_seq=2 * step,
-                         question_current=step, answered=step, total=10))
+        events.append(
+            ev(
+                StudentProgress,
+                exam,
+                attempt,
+                student,
+                client_seq=2 * step,
+                question_current=step,
+                answered=step,
+                total=10,
+            )
+        )
         status = "away" if step % 2 else "active"
-        events.append(ev(StudentStatus, exam, attempt, student, client_seq=2 * step + 1, status=status))
+        events.append(
+            ev(StudentStatus, exam, attempt, student, client_seq=2 * step + 1, status=status)
+        )
     return events
 
 
@@ -162,17 +183,13 @@ async def test_replays_leave_dynamodb_items_byte_identical(
     # Replay 1: a new group over the same topic, table and Redis snapshot.
     replay = service_settings(settings, group_id=unique("status-replay"))
     async with running(replay) as service:
-        await eventually(
-            lambda: _committed_to(replay, end_offsets(log.records)), what="replay 1"
-        )
+        await eventually(lambda: _committed_to(replay, end_offsets(log.records)), what="replay 1")
         assert metric(service, "status_dynamo_writes_total", outcome="written") == 0
     # Replay 2: a new group rebuilding every state from nothing (fresh Redis namespace).
     rebuilt = service_settings(settings, group_id=unique("status-rebuild"))
     rebuilt.redis.key_prefix = f"{settings.redis.key_prefix}rebuild:"
     async with running(rebuilt) as service:
-        await eventually(
-            lambda: _committed_to(rebuilt, end_offsets(log.records)), what="replay 2"
-        )
+        await eventually(lambda: _committed_to(rebuilt, end_offsets(log.records)), what="replay 2")
         assert metric(service, "status_dynamo_writes_total", outcome="written") == 0
         assert metric(service, "status_dynamo_writes_total", outcome="refused") > 0
     after = sorted(await table.raw_exam_items(exam), key=lambda i: i["sk"]["S"])
@@ -206,9 +223,7 @@ async def test_malformed_records_are_counted_skipped_and_do_not_block(
     settings: CommonSettings, log: Log, snapshots: RedisSnapshotStore, table: DynamoStatusStore
 ) -> None:
     exam = unique("exam")
-    [connect] = await log.publish(
-        ev(StudentConnected, exam, "att", "ada", conn="c", gateway=0)
-    )
+    [connect] = await log.publish(ev(StudentConnected, exam, "att", "ada", conn="c", gateway=0))
     # Same key, so same partition, right behind a good record and before another.
     await log.publish_raw(b"att", b"\x00not json at all")
     await log.publish_raw(b"att", b'{"v": 1, "type": "student.status", "status": "asleep"}')
