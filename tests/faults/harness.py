@@ -533,8 +533,10 @@ class FaultRun:
         window = [a for a in ack_times if t.fault_start <= a]
         gaps = [b - a for a, b in zip([t.fault_start, *window], window, strict=False)]
         errors: Counter[str] = Counter()
+        refused: Counter[str] = Counter()
         for client in clients:
             errors.update(client.errors)
+            refused.update(client.refused)
         drops = sum(len(s.drops) for s in self.students)
         comebacks = [r for s in self.students for r in s.reconnect_times()]
         back = [r for r in comebacks if r is not None]
@@ -575,6 +577,7 @@ class FaultRun:
             "never_reconnected": comebacks.count(None),
             "services_exited": exited,
             "errors": dict(errors),
+            "refused_events": dict(refused),
             "proctor_resubscribes": sum(max(0, p.snapshots - len(p.exams)) for p in self.proctors),
         }
         self.notes.extend(_notes(figures))
