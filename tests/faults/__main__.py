@@ -16,7 +16,6 @@ Exit status: 0 when every property held in every run, 1 otherwise (the table say
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
 import sys
@@ -32,15 +31,21 @@ from tests.faults.report import markdown, summary_line
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tests.faults", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.faults", description=(__doc__ or "").split("\n")[0]
+    )
     parser.add_argument("--ci", action="store_true", help="the short suite and profile CI runs")
     parser.add_argument(
         "--faults", help=f"comma-separated subset of: {', '.join(FAULTS)} (default: the suite)"
     )
     parser.add_argument("--students", type=int, help="students per run (at most 200)")
     parser.add_argument("--source", type=Path, help="run the services from this checkout")
-    parser.add_argument("--out", type=Path, help="results directory (default .local/faults/results/<time>)")
-    parser.add_argument("--keep-infra", action="store_true", help="leave the fault instance running")
+    parser.add_argument(
+        "--out", type=Path, help="results directory (default .local/faults/results/<time>)"
+    )
+    parser.add_argument(
+        "--keep-infra", action="store_true", help="leave the fault instance running"
+    )
     parser.add_argument("--seed", type=int, default=7)
     return parser.parse_args(argv)
 
@@ -59,8 +64,10 @@ async def main(args: argparse.Namespace) -> int:
     out: Path = args.out or ROOT / ".local" / "faults" / "results" / stamp
     out.mkdir(parents=True, exist_ok=True)
     infra = FaultInfra.from_env()
-    print(f"fault instance: Kafka {infra.kafka_bootstrap}, Redis {infra.redis_url}, "
-          f"DynamoDB {infra.dynamodb_endpoint} ({infra.local_dir})")
+    print(
+        f"fault instance: Kafka {infra.kafka_bootstrap}, Redis {infra.redis_url}, "
+        f"DynamoDB {infra.dynamodb_endpoint} ({infra.local_dir})"
+    )
     print((await infra.up_async()).strip())
     source = args.source.resolve() if args.source else None
     meta: dict[str, Any] = {
@@ -73,8 +80,9 @@ async def main(args: argparse.Namespace) -> int:
     try:
         for name in names:
             print(f"== {name} ({FAULTS[name].label}), {profile.students} students")
-            run = FaultRun(FAULTS[name], profile, infra, log_root=out / "logs",
-                           source=source, seed=args.seed)
+            run = FaultRun(
+                FAULTS[name], profile, infra, log_root=out / "logs", source=source, seed=args.seed
+            )
             row = await run.run()
             rows.append(row)
             print("  " + summary_line(row))

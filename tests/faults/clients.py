@@ -131,7 +131,9 @@ class _Client:
         """One connection; returns when it was welcomed (None if it never was)."""
         self._welcomed.clear()
         ws = await http.ws_connect(
-            f"{url}?token={self.token}", autoping=True, timeout=aiohttp.ClientWSTimeout(ws_close=2.0)
+            f"{url}?token={self.token}",
+            autoping=True,
+            timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
         )
         self._ws = ws
         welcomed_at: float | None = None

@@ -97,7 +97,9 @@ FAULTS: dict[str, Fault] = {
         Fault("kafka-stall-30", "Kafka SIGSTOP 30 s", "kafka-stall", "kafka", 30.0),
         Fault("kafka-stall-90", "Kafka SIGSTOP 90 s", "kafka-stall", "kafka", 90.0),
         Fault("kafka-kill", "Kafka SIGKILL, restarted", "kafka-kill", "kafka"),
-        Fault("dynamodb-stall-60", "DynamoDB Local SIGSTOP 60 s", "dynamodb-stall", "dynamodb", 60.0),
+        Fault(
+            "dynamodb-stall-60", "DynamoDB Local SIGSTOP 60 s", "dynamodb-stall", "dynamodb", 60.0
+        ),
         Fault("redis-flushall", "Redis FLUSHALL", "redis-flushall", "redis"),
     )
 }
@@ -222,13 +224,19 @@ class FaultRun:
             exam = f"ex{n % p.exams}"
             attempt, student = f"att{n:04d}", f"stu{n:04d}"
             token = codec.issue(
-                StudentIdentity(role="student", sub=student, exam=exam, attempt=attempt,
-                                name=f"Student {n}")
+                StudentIdentity(
+                    role="student", sub=student, exam=exam, attempt=attempt, name=f"Student {n}"
+                )
             )
             self.students.append(
                 FaultStudent(
-                    name=attempt, urls=urls, first_url=n % 2, token=token,
-                    rng=random.Random(self.rng.random()), exam=exam, attempt=attempt,
+                    name=attempt,
+                    urls=urls,
+                    first_url=n % 2,
+                    token=token,
+                    rng=random.Random(self.rng.random()),
+                    exam=exam,
+                    attempt=attempt,
                 )
             )
         # Exams 0 and 1 are watched from both gateways; exam 2 only from gateway 0, exam 3
@@ -239,8 +247,12 @@ class FaultRun:
             token = codec.issue(ProctorIdentity(role="proctor", sub=f"proc{i}", exams=exams))
             self.proctors.append(
                 FaultProctor(
-                    name=f"proc{i}", urls=urls, first_url=slot, token=token,
-                    rng=random.Random(self.rng.random()), exams=exams,
+                    name=f"proc{i}",
+                    urls=urls,
+                    first_url=slot,
+                    token=token,
+                    rng=random.Random(self.rng.random()),
+                    exams=exams,
                 )
             )
 
@@ -322,7 +334,8 @@ class FaultRun:
             await asyncio.sleep(0.1)
         else:
             missing = sum(not c.connected for c in everyone)
-            raise RuntimeError(f"{missing} clients not connected within {p.join_window_s + 60:.0f}s")
+            bound = p.join_window_s + 60
+            raise RuntimeError(f"{missing} clients not connected within {bound:.0f}s")
         self.say(f"  {len(self.students)} students, {len(self.proctors)} proctors connected")
 
     async def _join(self, student: FaultStudent, http: Any, index: int) -> None:
@@ -486,8 +499,12 @@ class FaultRun:
                     continue
                 token = codec.issue(ProctorIdentity(role="proctor", sub="fresh", exams=(exam,)))
                 fresh = FaultProctor(
-                    name="fresh", urls=urls, first_url=free[0], token=token,
-                    rng=random.Random(1), exams=(exam,),
+                    name="fresh",
+                    urls=urls,
+                    first_url=free[0],
+                    token=token,
+                    rng=random.Random(1),
+                    exams=(exam,),
                 )
                 task = asyncio.create_task(fresh.run(http))
                 try:
@@ -523,9 +540,7 @@ class FaultRun:
         all_reasons = Counter(v.reason for v in truth.offline)
         ack_times = sorted(s.acked_at for s in acked.values() if s.acked_at is not None)
         after = [a for a in ack_times if a >= t.fault_end]
-        before_end = [
-            s for c in clients for s in c.events.values() if s.first_sent < t.fault_end
-        ]
+        before_end = [s for c in clients for s in c.events.values() if s.first_sent < t.fault_end]
         backlog: float | None = None
         if before_end and all(s.acked_at is not None for s in before_end):
             last = max(s.acked_at for s in before_end if s.acked_at is not None)
@@ -638,9 +653,7 @@ class ViewReader:
         self._run = run
         self._store = DynamoStatusStore(run.dynamo, workers=2)
         self._client = aioredis.Redis.from_url(run.infra.redis_url)
-        self._snapshots = RedisSnapshotStore(
-            self._client, run.redis, topic=run.kafka.events_topic
-        )
+        self._snapshots = RedisSnapshotStore(self._client, run.redis, topic=run.kafka.events_topic)
 
     async def __aenter__(self) -> ViewReader:
         await self._store.open(create_table=False)
@@ -683,9 +696,7 @@ class ViewReader:
 
 def behind(target: dict[str, StudentView], seen: dict[str, StudentView]) -> list[str]:
     """Keys whose view is missing or holds an older state (lower seq) than ``target``."""
-    return [
-        key for key, view in target.items() if key not in seen or seen[key].seq < view.seq
-    ]
+    return [key for key, view in target.items() if key not in seen or seen[key].seq < view.seq]
 
 
 def _all(times: dict[str, float | None]) -> float | None:

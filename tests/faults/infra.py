@@ -8,7 +8,7 @@ instance's configuration (directory or port). Settings, all from the environment
 
 | variable | default |
 |---|---|
-| ``PROCTOR_FAULTS_LOCAL_DIR`` | ``<repo>/.local/faults`` (its ``cache`` is a symlink to ``.local/cache``) |
+| ``PROCTOR_FAULTS_LOCAL_DIR`` | ``<repo>/.local/faults`` (``cache``: symlink to ``.local/cache``) |
 | ``PROCTOR_FAULTS_KAFKA_PORT`` / ``_KAFKA_CONTROLLER_PORT`` | 29092 / 29093 |
 | ``PROCTOR_FAULTS_DYNAMODB_PORT`` | 28000 |
 | ``PROCTOR_FAULTS_REDIS_PORT`` | 26379 |
@@ -103,7 +103,7 @@ class FaultInfra:
     # -- lifecycle ------------------------------------------------------------------------
 
     def _link_cache(self) -> None:
-        """Reuse the shared instance's downloads (jars, Maven repository): nothing is fetched twice."""
+        """Reuse the shared instance's downloads (jars, Maven repo): none is fetched twice."""
         self.local_dir.mkdir(parents=True, exist_ok=True)
         cache = self.local_dir / "cache"
         shared = ROOT / ".local" / "cache"
@@ -133,7 +133,11 @@ class FaultInfra:
     def running(self) -> bool:
         """All three services of this instance are up (``infra/stack status``)."""
         result = subprocess.run(
-            [str(STACK), "status"], env=self.stack_env(), capture_output=True, timeout=60, check=False
+            [str(STACK), "status"],
+            env=self.stack_env(),
+            capture_output=True,
+            timeout=60,
+            check=False,
         )
         return result.returncode == 0
 

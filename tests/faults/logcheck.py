@@ -82,7 +82,7 @@ class LogReader:
                 if not behind:
                     return new
                 batches = await self._consumer.getmany(*behind, timeout_ms=500, max_records=5000)
-                for tp, records in batches.items():
+                for records in batches.values():
                     for record in records:
                         self._fold(record.offset, record.value)
                         new += 1
@@ -120,7 +120,7 @@ def row_view(row: Mapping[str, Any]) -> StudentView:
 def differences(
     truth: Mapping[str, StudentView], seen: Mapping[str, StudentView]
 ) -> dict[str, str]:
-    """attempt -> what is wrong with the view's row: missing, extra, or the first differing fields."""
+    """attempt -> what is wrong with the view's row: missing, extra, or which fields differ."""
     wrong: dict[str, str] = {}
     for attempt, expected in truth.items():
         got = seen.get(attempt)

@@ -27,7 +27,11 @@ async def test_properties_hold_through_the_fault(
 ) -> None:
     source = os.environ.get("PROCTOR_FAULTS_SOURCE")
     run = FaultRun(
-        FAULTS[name], CI, fault_infra, log_root=tmp_path, source=Path(source) if source else None,
+        FAULTS[name],
+        CI,
+        fault_infra,
+        log_root=tmp_path,
+        source=Path(source) if source else None,
         say=lambda line: None,
     )
     row = await run.run()
