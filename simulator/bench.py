@@ -5,6 +5,7 @@
     .venv/bin/python -m simulator.bench saturation [--students 1000 --step-duration 20]
     .venv/bin/python -m simulator.bench router [--events 200000]
     .venv/bin/python -m simulator.bench exam-peak [--duration 300]
+    .venv/bin/python -m simulator.bench side-by-side --scenario S1|S2|S3 [--duration N]
 
 Each run writes ``bench/results/<scenario>-<time>.json``: delivery accounting (latency
 percentiles, lost, superseded, duplicated, out of order), connect results, throughput per
@@ -30,6 +31,7 @@ from rich.console import Console
 from rich.live import Live
 
 from adapters.gc_tuning import tune_gc
+from simulator import side_by_side
 from simulator.accounting import account, connect_summary, json_safe
 from simulator.launcher import Cluster
 from simulator.loadgen import LoadConfig, LoadOutcome, Progress, run_load
@@ -233,6 +235,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep raising the rate after a failed step (to see the curve)",
     )
+    side_by_side.add_parser(sub)
     rt = sub.add_parser("router")
     rt.add_argument("--events", type=int, default=200_000)
     rt.add_argument("--partitions", type=int, default=12)
@@ -245,6 +248,9 @@ def main() -> None:
     # heap would pause their receive loops and be measured as delivery latency.
     tune_gc(50_000)
     console = Console(stderr=True)
+    if args.scenario == "side-by-side":  # writes its own JSON, PNG and tables
+        side_by_side.main(args, console)
+        return
     result: dict[str, Any]
     if args.scenario == "router":
         result = router(args)
