@@ -422,6 +422,7 @@ async def run_load(
     config: LoadConfig,
     cross_pct: int,
     on_workers: Callable[[list[int]], None] | None = None,
+    on_schedule: Callable[[float, float], None] | None = None,
 ) -> Outcome:
     """Proctors connect (and watch) first, then the workers join, drive and drain."""
     context = multiprocessing.get_context("spawn")
@@ -460,6 +461,8 @@ async def run_load(
         join_at = time.time() + 3.0  # spawned workers import aiohttp & co. first
         drive_at = join_at + config.join_window_s + config.settle_s
         drive_end = drive_at + config.duration_s
+        if on_schedule is not None:
+            on_schedule(drive_at, drive_end)
         shares: list[list[tuple[int, float]]] = [[] for _ in range(config.workers)]
         for n in range(config.students):
             offset = config.join_window_s * (n + spread.random()) / config.students
@@ -555,8 +558,10 @@ async def measured(
     server_pids: Mapping[str, int],
     console: Console,
     label: str,
+    on_schedule: Callable[[float, float], None] | None = None,
 ) -> dict[str, Any]:
-    """One load run, every process's CPU and RSS sampled each second."""
+    """One load run, every process's CPU and RSS sampled each second; ``on_schedule`` gets
+    the wall-clock start and end of sending once they are fixed."""
     sampler = ResourceSampler()
     for name, pid in server_pids.items():
         sampler.add(name, pid)
@@ -567,9 +572,9 @@ async def measured(
         for n, pid in enumerate(pids):
             sampler.add(f"simulator-worker-{n}", pid)
 
-    console.print(f"[bold]{label}[/]: {config.students} students, {config.exams} proctors, ")
+    console.print(f"[bold]{label}[/]: {config.students} students, {config.exams} proctors")
     try:
-        outcome = await run_load(target, config, cross_pct, on_workers)
+        outcome = await run_load(target, config, cross_pct, on_workers, on_schedule)
     finally:
         sampling.cancel()
         with contextlib.suppress(asyncio.CancelledError):
