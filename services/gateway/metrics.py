@@ -66,6 +66,11 @@ class GatewayMetrics:
             "event frames answered unavailable because Kafka missed publish_deadline_s",
             registry=registry,
         )
+        self.resends_joined = Counter(
+            "gateway_resends_joined_total",
+            "identical resends answered by the same frame's publish here (no second copy)",
+            registry=registry,
+        )
         self.late_publishes = Counter(
             "gateway_late_publishes_total",
             "events Kafka took after their frame was answered unavailable (resends dedupe)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import structlog
@@ -20,6 +21,42 @@ from services.gateway.settings import GatewaySettings
 log = structlog.get_logger(__name__)
 
 
+class RecentPublishes:
+    """This gateway's publishes by (id scope, event id): still in flight, or landed lately.
+
+    A frame answered ``unavailable`` stays queued in the producer and usually lands once the
+    log recovers; the client meanwhile resends it unchanged. Publishing the resend again would
+    write the event twice (the views drop the copy, the log keeps it), so a resend of a frame
+    this gateway is still publishing waits on that publish, and one that already landed is
+    acknowledged at once. Only identical resends (the id guard said so) are matched.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._entries: OrderedDict[tuple[str, str], asyncio.Future[None]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple[str, str]) -> asyncio.Future[None] | None:
+        return self._entries.get(key)
+
+    def track(self, key: tuple[str, str], done: asyncio.Future[None]) -> None:
+        self._entries[key] = done
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+
+        def _forget_failure(result: asyncio.Future[None]) -> None:
+            # A publish that failed did not land: the next resend must publish again.
+            if (result.cancelled() or result.exception() is not None) and (
+                self._entries.get(key) is result
+            ):
+                del self._entries[key]
+
+        done.add_done_callback(_forget_failure)
+
+
 class Publisher:
     def __init__(self, producer: AIOKafkaProducer, settings: GatewaySettings) -> None:
         self._producer = producer
@@ -28,6 +65,7 @@ class Publisher:
         self._beats: dict[str, int] = {}
         self.connections = 0
         self.health = LogHealth(probe_every_s=settings.gateway.publish_deadline_s)
+        self.recent = RecentPublishes(settings.gateway.recent_publishes)
 
     async def publish(self, events: Sequence[ExamEvent]) -> asyncio.Future[None]:
         """Queue the events for the log; the returned future resolves once Kafka has all.

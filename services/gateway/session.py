@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 
 import structlog
 from aiohttp import WSMsgType, web
@@ -295,13 +296,43 @@ class Session:
                             )
                         )
                         return
+                    if claim is IdClaim.RESEND:
+                        key = (decision.id_scope, ack_id)
+                        earlier = self._publisher.recent.get(key)
+                        if earlier is not None and not earlier.cancelled():
+                            # The same frame is being (or was) published here: its outcome
+                            # answers this resend too, without a second copy in the log.
+                            self._metrics.resends_joined.inc()
+                            earlier.add_done_callback(
+                                self._acknowledger(
+                                    decision, ack_id, pending, expiry, received, joined=True
+                                )
+                            )
+                            return
                 done = await self._publisher.publish(decision.events)
+                if decision.fingerprint is not None and ack_id is not None:
+                    self._publisher.recent.track((decision.id_scope, ack_id), done)
         except (TimeoutError, Unavailable):
             expiry.cancel()
             health.failed(loop.time())
             if pending.answer():
                 self._unavailable(ack_id)
             return
+
+        done.add_done_callback(self._acknowledger(decision, ack_id, pending, expiry, received))
+
+    def _acknowledger(
+        self,
+        decision: protocol.Publish,
+        ack_id: str | None,
+        pending: PendingPublish,
+        expiry: asyncio.TimerHandle,
+        received: float,
+        *,
+        joined: bool = False,
+    ) -> Callable[[asyncio.Future[None]], None]:
+        loop = asyncio.get_running_loop()
+        health = self._publisher.health
 
         def _acknowledge(result: asyncio.Future[None]) -> None:
             expiry.cancel()
@@ -312,15 +343,17 @@ class Session:
                 return
             health.succeeded()
             self._metrics.log_stalled.set(0)
-            self._metrics.events_published.inc(len(decision.events))
+            if not joined:
+                self._metrics.events_published.inc(len(decision.events))
             if not pending.answer():
-                self._metrics.late_publishes.inc(len(decision.events))
+                if not joined:
+                    self._metrics.late_publishes.inc(len(decision.events))
                 return
             self._metrics.publish_seconds.observe(loop.time() - received)
             if ack_id is not None:
                 self.conn.send(AckFrame(id=ack_id))
 
-        done.add_done_callback(_acknowledge)
+        return _acknowledge
 
     def _expire(self, pending: PendingPublish, ack_id: str | None) -> None:
         if pending.answer():

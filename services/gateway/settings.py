@@ -63,6 +63,14 @@ class GatewayOptions(BaseModel):
             " one probe per this interval, until a publish succeeds"
         ),
     )
+    recent_publishes: int = Field(
+        default=50_000,
+        ge=0,
+        description=(
+            "event publishes this gateway remembers by id, so an identical resend of one still"
+            " in flight (or landed lately) is not written to the log twice"
+        ),
+    )
     id_memory: int = Field(
         default=256,
         ge=64,
