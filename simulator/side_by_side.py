@@ -318,18 +318,19 @@ async def place_on_workers(
     reconnect: Callable[[PeerStudent | PeerProctor], Awaitable[None]],
     *,
     rounds: int = 40,
-) -> int:
+) -> list[PeerStudent | PeerProctor]:
     """Reconnect every client the cluster's round robin put on the other worker than its
-    ``node`` until all sit where the schedule says; returns how many still do not."""
+    ``node`` (up to ``rounds`` times); returns those not seen on their worker in the last
+    check (the ones reconnected after it included)."""
     wrong: list[PeerStudent | PeerProctor] = list(bots)
     for _ in range(rounds):
         where = worker_of_ports(target.port, list(target.worker_pids))
         wrong = [bot for bot in wrong if where.get(bot.local_port or -1) != bot.node]
         if not wrong:
-            return 0
+            return []
         await asyncio.gather(*(bot.close() for bot in wrong))
         await asyncio.gather(*(reconnect(bot) for bot in wrong), return_exceptions=True)
-    return len(wrong)
+    return wrong
 
 
 async def _worker(plan: WorkerPlan) -> WorkerResult:
@@ -378,13 +379,37 @@ async def _worker(plan: WorkerPlan) -> WorkerResult:
     async def reconnect(bot: PeerStudent | PeerProctor) -> None:
         await bot.connect(http, timeout_s=config.connect_timeout_s)
 
+    placed: set[int] = set()
+    joining = True
+
+    async def place_while_joining() -> None:
+        """Once a second, one placement round over the students joined since: spread over
+        the join window instead of a reconnect storm at its end."""
+        while joining:
+            await asyncio.sleep(1.0)
+            todo: dict[int, PeerStudent | PeerProctor] = {
+                n: bot
+                for n, bot in list(bots.items())
+                if n not in placed and isinstance(bot, PeerStudent)
+            }
+            if not todo:
+                continue
+            wrong = await place_on_workers(list(todo.values()), target, reconnect, rounds=1)
+            placed.update(n for n, bot in todo.items() if bot not in wrong)
+
     async with client_session() as http:
+        placer = asyncio.create_task(place_while_joining()) if target.system == "seed" else None
         await asyncio.gather(*(join(n, offset) for n, offset in plan.students))
+        joining = False
+        if placer is not None:
+            await placer
         misplaced = 0
         placing = time.perf_counter()
         if target.system == "seed":
-            peers = [bot for bot in bots.values() if isinstance(bot, PeerStudent)]
-            misplaced = await place_on_workers(peers, target, reconnect)
+            peers = [
+                bot for n, bot in bots.items() if n not in placed and isinstance(bot, PeerStudent)
+            ]
+            misplaced = len(await place_on_workers(peers, target, reconnect))
         placement_s = time.perf_counter() - placing
         await asyncio.gather(*(drive(n, bot) for n, bot in sorted(bots.items())))
         await asyncio.sleep(config.drain_s)
@@ -455,7 +480,7 @@ async def run_load(
             peers = [p for p in proctors if isinstance(p, PeerProctor)]
             left = await place_on_workers(peers, target, reconnect)
             if left:
-                raise RuntimeError(f"{left} proctors could not be placed on their worker")
+                raise RuntimeError(f"{len(left)} proctors could not be placed on their worker")
 
         spread = random.Random(config.seed)
         join_at = time.time() + 3.0  # spawned workers import aiohttp & co. first
