@@ -1,19 +1,24 @@
 """The seed design peer, for real: its own redis-server and ``node server.js`` with two
 workers, 20 students of one exam placed 70 % across workers, a few seconds of updates.
 
-Runs with the rest of the suite: it needs ``node`` (on every machine of this project's kind),
-``redis-server`` (installed by ``infra/stack``) and the peer's two npm packages, which
-``ensure_deps`` installs into ``.local/peer-seed/`` in about a second. A missing piece is a
-failure that names it, not a skip.
+Marked ``peer``: the peer is not part of this repository (``../shared/peers/seed-design``, or
+``PROCTOR_SEED_PEER_DIR``), so the default run deselects it and ``pytest -m peer`` runs it
+beside the benchmarks. It needs ``node``, ``redis-server`` (installed by ``infra/stack``) and
+the peer's two npm packages, which ``ensure_deps`` installs into ``.local/peer-seed/`` in about
+a second. When selected, a missing piece is a failure that names it, not a skip.
 """
 
 from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from simulator.loadgen import LoadConfig
 from simulator.peer_seed import ROOT, PeerServer, alive, child_pids, worker_of_ports
 from simulator.side_by_side import Target, crossing_share, run_load, summarise
+
+pytestmark = pytest.mark.peer
 
 
 async def test_the_peer_delivers_every_update_to_its_proctor_across_workers() -> None:
