@@ -5,8 +5,11 @@ awaitable that completes once the batch's effects are durable, and hears of assi
 revocations. Everything else is here, once:
 
 - fetch: ``getmany`` with the service's ``fetch_min_bytes`` / ``fetch_max_wait_ms`` (the
-  broker-side batching window); a fetch error is retried with backoff (``healthy`` is false
-  meanwhile), never fatal;
+  broker-side batching window) while records flow; once a poll comes back empty the reader
+  asks for any byte with a long wait instead (``idle_fetch_max_wait_ms``), so an idle log
+  costs a fetch every half second rather than one every few milliseconds, and the first record
+  after the quiet is fetched at once; a fetch error is retried with backoff (``healthy`` is
+  false meanwhile), never fatal;
 - offsets: ``domain.offsets.OffsetLedger`` decides what may be committed (what landed, only
   assigned partitions, never backwards, never past the handler's ``commit_floor``);
 - commits every ``commit_interval_s`` (and on ``commit()``), on revocation and at close; a
@@ -130,6 +133,8 @@ class ReaderOptions:
     client_id: str
     fetch_min_bytes: int = 1
     fetch_max_wait_ms: int = 100
+    # While idle: fetch as soon as any byte arrives, else answer after this long.
+    idle_fetch_max_wait_ms: int = 500
     poll_timeout_ms: int = 100
     max_records: int = 2000
     commit_interval_s: float = 1.0
@@ -178,6 +183,7 @@ class GroupReader:
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self.healthy = True
+        self.idle = False
         self.failure: BaseException | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -271,6 +277,29 @@ class GroupReader:
             self._fail(exc)
             raise
 
+    def _set_idle(self, idle: bool) -> None:
+        """Switch the fetch window: the service's batching window while records flow, a long
+        poll that answers on the first byte while the log is quiet.
+
+        aiokafka reads these two settings each time it builds a fetch request but offers no
+        public setter; they are plain attributes of its fetcher in the pinned 0.14.0, and a
+        version without them keeps the configured window (the idle saving is lost, nothing
+        else).
+        """
+        if idle == self.idle:
+            return
+        fetcher = getattr(self.consumer, "_fetcher", None)
+        if fetcher is None or not hasattr(fetcher, "_fetch_max_wait_ms"):
+            return
+        options = self._options
+        if idle:
+            fetcher._fetch_min_bytes = 1
+            fetcher._fetch_max_wait_ms = options.idle_fetch_max_wait_ms
+        else:
+            fetcher._fetch_min_bytes = options.fetch_min_bytes
+            fetcher._fetch_max_wait_ms = options.fetch_max_wait_ms
+        self.idle = idle
+
     # -- loops ------------------------------------------------------------------------------
 
     async def _fetch_loop(self) -> None:
@@ -295,6 +324,7 @@ class GroupReader:
                 for tp, records in fetched.items()
                 if records and tp.topic == self._topic
             }
+            self._set_idle(not spans)
             if not spans:
                 continue
             records = [r for tp, rs in fetched.items() if tp.topic == self._topic for r in rs]

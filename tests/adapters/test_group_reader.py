@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from prometheus_client import CollectorRegistry, Counter
 
 from adapters.group_reader import Batch, GroupReader, ReaderMetrics, ReaderOptions
-from adapters.settings import KafkaSettings
+from adapters.kafka_clients import durable_producer
+from adapters.settings import CommonSettings, KafkaSettings
+from tests.conftest import scaled, unique
+from tests.waiting import eventually
 
 TOPIC = "log"
 
@@ -74,3 +78,48 @@ async def test_a_commit_that_times_out_or_fails_is_retried_by_the_next_one() -> 
     assert reader.failure is None
     await reader.dead_letters.stop()  # never started; closes its clients
     await real.stop()
+
+
+class Recorder(Handler):
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+
+    async def handle(self, batch: Batch) -> None:
+        self.values.extend(record.value for record in batch.records)
+
+
+@pytest.mark.integration
+async def test_a_quiet_log_is_long_polled_and_the_first_record_after_it_still_arrives(
+    settings: CommonSettings,
+) -> None:
+    # The router's window: the broker holds a fetch for 16 KiB or 5 ms. Idle, that is an
+    # empty answer every 5 ms; the reader asks for any byte with a 500 ms wait instead.
+    options = ReaderOptions(
+        name="t",
+        group_id=unique("g"),
+        client_id=unique("c"),
+        fetch_min_bytes=16_384,
+        fetch_max_wait_ms=5,
+        idle_fetch_max_wait_ms=500,
+    )
+    recorder = Recorder()
+    reader = GroupReader(settings.kafka, options, recorder, metrics(CollectorRegistry()))
+    await reader.start()
+    producer = durable_producer(settings.kafka, client_id=unique("p"))
+    await producer.start()
+    try:
+        await eventually(lambda: reader.idle, within_s=scaled(30), what="idle after a quiet poll")
+        fetcher = reader.consumer._fetcher
+        assert (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms) == (1, 500)
+        for n in range(50):
+            await producer.send(settings.kafka.events_topic, b"%d" % n, partition=n % 4)
+        await producer.flush()
+        await eventually(
+            lambda: len(recorder.values) == 50, within_s=scaled(10), what="all 50 records"
+        )
+        assert sorted(int(v) for v in recorder.values) == list(range(50))
+        # Back to the batching window while records flow; idle again once they stop.
+        await eventually(lambda: reader.idle, within_s=scaled(10), what="idle again")
+    finally:
+        await producer.stop()
+        await reader.close()
