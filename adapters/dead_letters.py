@@ -88,6 +88,30 @@ class DeadLetter(BaseModel):
             item=item,
         )
 
+    @classmethod
+    def of_record(
+        cls,
+        record: Any,
+        *,
+        topic: str,
+        consumer: str,
+        reason: str,
+        error: str,
+        item: dict[str, Any] | None = None,
+    ) -> DeadLetter:
+        """A letter for a consumed record (anything with partition, offset, key, value)."""
+        return cls.of(
+            topic=topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            consumer=consumer,
+            reason=reason,
+            error=error,
+            item=item,
+        )
+
     def original_key(self) -> bytes | None:
         return _bytes(self.key, self.key_encoding)
 

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 
 from adapters.dead_letters import DeadLetter, DeadLetterWriter
 from adapters.kafka_clients import group_consumer
@@ -86,12 +86,9 @@ class Batch:
     ) -> None:
         """Put the record aside instead of applying it; the batch lands once it is aside."""
         self.letters.append(
-            DeadLetter.of(
+            DeadLetter.of_record(
+                record,
                 topic=self._topic,
-                partition=record.partition,
-                offset=record.offset,
-                key=record.key,
-                value=record.value,
                 consumer=self._consumer,
                 reason=reason,
                 error=error,
@@ -118,12 +115,36 @@ class BatchHandler(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ReaderMetrics:
-    """The service's own counters (each service names them in its metrics.py)."""
+    """The consumer core's counters, named after the service (``<service>_dead_letters_total``
+    and so on); ``of`` builds them on the service's registry."""
 
     dead_letters: Counter  # labels: consumer, reason
     commits: Counter
     commit_failures: Counter
     fetch_errors: Counter
+
+    @classmethod
+    def of(
+        cls, service: str, registry: CollectorRegistry, *, fetch_errors: str = "fetch_errors"
+    ) -> ReaderMetrics:
+        return cls(
+            dead_letters=Counter(
+                f"{service}_dead_letters",
+                "log records (or view items) put aside on the dead-letter topic"
+                " (alert on any increase)",
+                ["consumer", "reason"],
+                registry=registry,
+            ),
+            commits=Counter(f"{service}_commits", "offset commits that landed", registry=registry),
+            commit_failures=Counter(
+                f"{service}_commit_failures",
+                "offset commits that failed or timed out, retried by the next (never fatal)",
+                registry=registry,
+            ),
+            fetch_errors=Counter(
+                f"{service}_{fetch_errors}", "errors fetching the log, retried", registry=registry
+            ),
+        )
 
 
 @dataclass(frozen=True, slots=True)

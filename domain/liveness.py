@@ -460,16 +460,7 @@ class LivenessTracker:
     def _offline(
         self, att: _Attempt, reason: OfflineReason, since: int, *, due: int, now_ms: int
     ) -> Verdict:
-        event = StudentOffline(
-            id=derived_id("offline", att.attempt, reason, since),
-            exam=att.exam,
-            attempt=att.attempt,
-            student=att.student,
-            ts=now_ms,
-            source=self._source,
-            reason=reason,
-            since=since,
-        )
+        event = self._offline_event(att, reason, since, now_ms)
         liveness = AttemptLiveness(
             exam=att.exam,
             attempt=att.attempt,
@@ -488,17 +479,23 @@ class LivenessTracker:
         """The offline event of a replayed verdict, again: a crash may have lost it."""
         verdict = att.verdict
         assert verdict is not None and verdict.reason is not None
-        event = StudentOffline(
-            id=derived_id("offline", att.attempt, verdict.reason, verdict.since),
+        event = self._offline_event(att, verdict.reason, verdict.since, now_ms)
+        return Verdict(liveness=verdict, event=event, reissued=True)
+
+    def _offline_event(
+        self, att: _Attempt, reason: OfflineReason, since: int, now_ms: int
+    ) -> StudentOffline:
+        # The id derives from the causes only, so a verdict redone or re-issued keeps it.
+        return StudentOffline(
+            id=derived_id("offline", att.attempt, reason, since),
             exam=att.exam,
             attempt=att.attempt,
             student=att.student,
             ts=now_ms,
             source=self._source,
-            reason=verdict.reason,
-            since=verdict.since,
+            reason=reason,
+            since=since,
         )
-        return Verdict(liveness=verdict, event=event, reissued=True)
 
     def _online(
         self, att: _Attempt, since: int, *, event: StudentBackOnline | None, due: int | None

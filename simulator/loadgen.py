@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import uvloop
 
@@ -183,6 +183,12 @@ class RecordingProctor(ProctorBot):
 
     raw: list[Receipt] = field(default_factory=list)
 
+    # Receipts carry the receive time and the gateway's updated_at (ms) in one unit.
+    units_per_ms: ClassVar[int] = 1
+
+    def _now(self) -> int:
+        return wall_ms()
+
     def _apply(self, row: dict[str, Any], *, live: bool) -> None:
         if live:
             self.raw.append(
@@ -190,8 +196,8 @@ class RecordingProctor(ProctorBot):
                     row["attempt"],
                     row["seq"],
                     row.get("client_seq", 0),
-                    wall_ms(),
-                    row.get("updated_at") or 0,
+                    self._now(),
+                    (row.get("updated_at") or 0) * self.units_per_ms,
                 )
             )
         super()._apply(row, live=live)

@@ -44,9 +44,9 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import orjson
 import uvloop
@@ -64,8 +64,8 @@ from simulator.accounting import (
     json_safe,
     per_second,
 )
-from simulator.clients import ProctorBot, StudentBot, client_session
-from simulator.loadgen import LoadConfig
+from simulator.clients import StudentBot, client_session
+from simulator.loadgen import LoadConfig, RecordingProctor
 from simulator.peer_seed import PeerProctor, PeerServer, PeerStudent, wall_us, worker_of_ports
 from simulator.resources import ResourceSampler, infra_pids
 
@@ -238,23 +238,13 @@ class ProjectStudent(StudentBot):
 
 
 @dataclass
-class ProjectProctor(ProctorBot):
-    """Every live row as it arrived (microseconds), before the dashboard drops any."""
+class ProjectProctor(RecordingProctor):
+    """Every live row as it arrived, in microseconds (the peer's median is a quarter of a ms)."""
 
-    raw: list[Receipt] = field(default_factory=list)
+    units_per_ms: ClassVar[int] = 1000
 
-    def _apply(self, row: dict[str, Any], *, live: bool) -> None:
-        if live:
-            self.raw.append(
-                Receipt(
-                    row["attempt"],
-                    row["seq"],
-                    row.get("client_seq", 0),
-                    wall_us(),
-                    (row.get("updated_at") or 0) * 1000,
-                )
-            )
-        super()._apply(row, live=live)
+    def _now(self) -> int:
+        return wall_us()
 
 
 # -- the load: students in worker processes, proctors in the parent ---------------------------

@@ -64,25 +64,7 @@ class NotifierMetrics:
             ["topic"],
             registry=registry,
         )
-        self.dead_letters = Counter(
-            "notifier_dead_letters_total",
-            "log records put aside on the dead-letter topic (alert on any increase)",
-            ["consumer", "reason"],
-            registry=registry,
-        )
-        self.commits = Counter(
-            "notifier_commits_total", "alert consumer offset commits that landed", registry=registry
-        )
-        self.commit_failures = Counter(
-            "notifier_commit_failures_total",
-            "alert consumer offset commits that failed or timed out, retried (never fatal)",
-            registry=registry,
-        )
-        self.fetch_errors = Counter(
-            "notifier_fetch_errors_total", "errors fetching the log, retried", registry=registry
-        )
+        self.core = ReaderMetrics.of("notifier", registry)
 
     def reader(self) -> ReaderMetrics:
-        return ReaderMetrics(
-            self.dead_letters, self.commits, self.commit_failures, self.fetch_errors
-        )
+        return self.core

@@ -223,15 +223,8 @@ class FaustEngine:
 
     def _letters(self, batch: RoutedBatch) -> list[DeadLetter]:
         return [
-            DeadLetter.of(
-                topic=self._topic,
-                partition=record.partition,
-                offset=record.offset,
-                key=record.key,
-                value=record.value,
-                consumer="router",
-                reason="unroutable",
-                error=error,
+            DeadLetter.of_record(
+                record, topic=self._topic, consumer="router", reason="unroutable", error=error
             )
             for record, error in batch.unroutable
         ]

@@ -72,21 +72,7 @@ class RouterMetrics:
         self.rebalances = Counter(
             "router_rebalances", "partition assignments received", registry=registry
         )
-        self.dead_letters = Counter(
-            "router_dead_letters",
-            "log records put aside on the dead-letter topic (alert on any increase)",
-            ["consumer", "reason"],
-            registry=registry,
-        )
-        self.commits = Counter("router_commits", "offset commits that landed", registry=registry)
-        self.commit_failures = Counter(
-            "router_commit_failures",
-            "offset commits that failed or timed out, retried (records are routed again)",
-            registry=registry,
-        )
-        self.fetch_errors = Counter(
-            "router_fetch_errors", "errors fetching the log, retried", registry=registry
-        )
+        self.core = ReaderMetrics.of("router", registry)
         self.beats = Counter(
             "router_beats",
             "RouterBeat records sent to gateway slots with watchers",
@@ -94,6 +80,4 @@ class RouterMetrics:
         )
 
     def reader(self) -> ReaderMetrics:
-        return ReaderMetrics(
-            self.dead_letters, self.commits, self.commit_failures, self.fetch_errors
-        )
+        return self.core

@@ -80,21 +80,8 @@ class StatusMetrics:
             ["store"],
             registry=registry,
         )
-        self.commits = Counter("status_commits", "offset commits that landed", registry=registry)
-        self.commit_failures = Counter(
-            "status_commit_failures",
-            "offset commits that failed (records are re-read; writes are idempotent)",
-            registry=registry,
-        )
-        self.kafka_errors = Counter(
-            "status_kafka_errors", "errors from the log consumer, retried", registry=registry
-        )
-        self.dead_letters = Counter(
-            "status_dead_letters",
-            "records or items put aside on the dead-letter topic (alert on any increase)",
-            ["consumer", "reason"],
-            registry=registry,
-        )
+        # status_kafka_errors: the name its log-consumer errors have always had.
+        self.core = ReaderMetrics.of("status", registry, fetch_errors="kafka_errors")
         self.snapshot_rebuilds = Counter(
             "status_snapshot_rebuilds",
             "times this instance found the Redis snapshot lost (or re-begun) and re-folded its"
@@ -111,6 +98,4 @@ class StatusMetrics:
         )
 
     def reader(self) -> ReaderMetrics:
-        return ReaderMetrics(
-            self.dead_letters, self.commits, self.commit_failures, self.kafka_errors
-        )
+        return self.core
