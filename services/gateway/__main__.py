@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
 
 import uvloop
 from aiohttp import web
 
+from adapters.cli import service_settings
 from adapters.gc_tuning import tune_gc
 from adapters.logs import configure_logging
 from services.gateway.app import METRICS, create_app, server_options
 from services.gateway.settings import GatewaySettings
 
 
-def main() -> None:
-    settings = GatewaySettings()
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = service_settings(
+        GatewaySettings,
+        prog="proctor-gateway",
+        description=__doc__ or "",
+        own_prefix="PROCTOR_GATEWAY__",
+        argv=argv,
+    )
     configure_logging(settings.log_level, json=settings.log_json)
     options = settings.gateway
     ssl_context = None

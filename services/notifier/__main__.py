@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Sequence
 
 import structlog
 import uvloop
 
+from adapters.cli import service_settings
 from adapters.gc_tuning import tune_gc
 from adapters.logs import configure_logging
 from services.notifier.errors import NotifierError
@@ -26,8 +28,14 @@ async def serve(settings: NotifierSettings) -> None:
     await notifier.run()
 
 
-def main() -> None:
-    settings = NotifierSettings()
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = service_settings(
+        NotifierSettings,
+        prog="proctor-notifier",
+        description=__doc__ or "",
+        own_prefix="PROCTOR_NOTIFIER__",
+        argv=argv,
+    )
     configure_logging(settings.log_level, json=settings.log_json)
     tune_gc(settings.gc_gen0_threshold)
     try:

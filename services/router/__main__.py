@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Sequence
 
 import structlog
 import uvloop
 
+from adapters.cli import service_settings
 from adapters.gc_tuning import tune_gc
 from adapters.logs import configure_logging
 from services.router.errors import RouterError
@@ -53,8 +55,14 @@ def _quiet_faust(level: str) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def main() -> None:
-    settings = RouterSettings()
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = service_settings(
+        RouterSettings,
+        prog="proctor-router",
+        description=__doc__ or "",
+        own_prefix="PROCTOR_ROUTER__",
+        argv=argv,
+    )
     configure_logging(settings.log_level, json=settings.log_json)
     tune_gc(settings.gc_gen0_threshold)
     _quiet_faust(settings.log_level)

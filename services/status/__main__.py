@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Sequence
 
 import structlog
 import uvloop
 
+from adapters.cli import service_settings
 from adapters.gc_tuning import tune_gc
 from adapters.logs import configure_logging
 from services.status.errors import StartupFailed
@@ -26,8 +28,14 @@ async def _run(settings: Settings) -> None:
     log.info("status service stopped")
 
 
-def main() -> None:
-    settings = Settings()
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = service_settings(
+        Settings,
+        prog="proctor-status",
+        description=__doc__ or "",
+        own_prefix="PROCTOR_STATUS__",
+        argv=argv,
+    )
     configure_logging(settings.log_level, json=settings.log_json)
     tune_gc(settings.gc_gen0_threshold)
     try:
