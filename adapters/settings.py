@@ -53,7 +53,7 @@ class DynamoSettings(BaseModel):
     endpoint: str | None = Field(
         default="http://127.0.0.1:18000", description="DynamoDB endpoint; unset for AWS"
     )
-    region: str = Field(default="us-east-1")
+    region: str = Field(default="us-east-1", description="AWS region (any for DynamoDB Local)")
     table: str = Field(default="proctor_first_attempts", description="first-attempt state table")
     access_key_id: str = Field(default="local", description="ignored by DynamoDB Local")
     secret_access_key: str = Field(default="local", description="ignored by DynamoDB Local")

@@ -24,6 +24,10 @@ from pydantic_core import PydanticUndefined
 
 PREFIX = "PROCTOR_"
 MASK = "********"
+# Defaults that are prose rather than a value one could set.
+GENERATED = "generated at start"
+REQUIRED = "required"
+DEVELOPMENT_SECRET = "a development value: set it"
 
 # By name, not only by marking, so a secret someone adds later is masked without their help.
 _SECRET_NAME = re.compile(r"secret|password|passwd|credential|private_key|api_key", re.IGNORECASE)
@@ -139,11 +143,11 @@ def _type_name(annotation: Any) -> str:
 
 def _default_text(field: FieldInfo, secret: bool) -> str:
     if field.default_factory is not None:
-        return "generated at start"
+        return GENERATED
     if field.default is PydanticUndefined:
-        return "required"
+        return REQUIRED
     if secret:
-        return "a development value: set it"
+        return DEVELOPMENT_SECRET
     value = field.default
     if isinstance(value, Path):
         return _repo_relative(value)

@@ -115,7 +115,7 @@ class GatewayOptions(BaseModel):
     shutdown_grace_s: float = Field(default=5.0, description="drain time on shutdown")
     web_root: Path | None = Field(
         default=Path(__file__).resolve().parents[2] / "web",
-        description="static dashboard and demo exam page (served at / and /exam); None: off",
+        description="static dashboard and demo exam page (served at / and /exam); null: off",
     )
 
 

@@ -25,7 +25,10 @@ class RouterOptions(BaseModel):
     ops_port: int = Field(default=9101, description="ops server port: /healthz /readyz /metrics")
     data_dir: str = Field(
         default_factory=lambda: str(Path(tempfile.gettempdir()) / "proctor-router"),
-        description="Faust's data directory (the router keeps no table in it)",
+        description=(
+            "Faust's data directory (the router keeps no table in it); by default"
+            " proctor-router in the system's temporary directory"
+        ),
     )
     engine: Literal["aiokafka", "faust"] = Field(
         default="aiokafka",
