@@ -16,8 +16,10 @@ as long as an attempt's number never changes, which it does not: ``student.conne
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from itertools import chain
 
 from schemas.views import StudentView
 
@@ -54,8 +56,15 @@ class FirstAttemptBuffer:
     change that never reached DynamoDB.
     """
 
-    def __init__(self, *, memo_size: int = 100_000) -> None:
+    def __init__(
+        self, *, memo_size: int = 100_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._pending: OrderedDict[ItemKey, StudentView] = OrderedDict()
+        # When each waiting (or in-flight) item was first staged: the backlog's age, which
+        # operators alert on (a write budget or a slow table lets it grow).
+        self._staged_at: dict[ItemKey, float] = {}
+        self._flying_since: dict[ItemKey, float] = {}
+        self._clock = clock
         # Per item, per partition (a later attempt may sit on another one): lowest offset.
         self._since: dict[ItemKey, dict[int, int]] = {}
         self._in_flight: dict[ItemKey, dict[int, int]] = {}
@@ -83,6 +92,7 @@ class FirstAttemptBuffer:
             return False
         # Assigning an existing key keeps its place: the item stays as old as its first change.
         self._pending[key] = view
+        self._staged_at.setdefault(key, self._clock())
         if view.submitted:
             self._pending.move_to_end(key, last=False)
         if position is not None:
@@ -100,25 +110,37 @@ class FirstAttemptBuffer:
             since = self._since.pop(key, None)
             if since is not None:
                 _merge(self._in_flight.setdefault(key, {}), since)
+            staged_at = self._staged_at.pop(key, None)
+            if staged_at is not None:
+                self._flying_since[key] = min(self._flying_since.get(key, staged_at), staged_at)
         return views
 
     def landed(self, views: Iterable[StudentView]) -> None:
         """These writes are settled (written or refused): they no longer hold the log back."""
         for view in views:
             self._in_flight.pop(item_key(view), None)
+            self._flying_since.pop(item_key(view), None)
 
     def restage(self, views: list[StudentView]) -> None:
         """Put back writes that did not land; newer staged states of the same item still win."""
         for view in views:
             key = item_key(view)
             since = self._in_flight.pop(key, None)
+            waiting_since = self._flying_since.pop(key, None)
             holder = self._holders.get(key)
             if holder is not None and not supersedes(view, holder):
                 continue  # it landed (or lost) before the flush was cut short: settled
             self._offer(view, None)
+            if waiting_since is not None and key in self._pending:
+                self._staged_at[key] = min(self._staged_at.get(key, waiting_since), waiting_since)
             if since is not None:
                 # Kept even when a newer state won: that older change is still not written.
                 _merge(self._since.setdefault(key, {}), since)
+
+    def oldest_wait_s(self) -> float:
+        """How long the longest-waiting unwritten item has waited (0 when none waits)."""
+        oldest = min(chain(self._staged_at.values(), self._flying_since.values()), default=None)
+        return 0.0 if oldest is None else max(self._clock() - oldest, 0.0)
 
     def floor(self) -> dict[int, int]:
         """Per partition, the lowest log offset whose change is not yet in DynamoDB."""

@@ -175,6 +175,14 @@ class LivenessTracker:
     def offline_count(self) -> int:
         return sum(1 for att in self._attempts.values() if att.verdict and not att.verdict.online)
 
+    def connected_by_exam(self) -> dict[str, int]:
+        """Per exam, its attempts with a connection open on a gateway believed alive."""
+        counts: dict[str, int] = {}
+        for att in self._attempts.values():
+            if att.conns and self._live_gateways(att):
+                counts[att.exam] = counts.get(att.exam, 0) + 1
+        return counts
+
     @property
     def log_stalls(self) -> int:
         """How many times the log was found stalled (each ended with fresh windows)."""

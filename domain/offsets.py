@@ -161,6 +161,15 @@ class OffsetLedger:
             state = self._partitions.setdefault(partition, _Partition())
             state.committed = max(state.committed, offset)
 
+    def positions(self) -> dict[int, int]:
+        """Per assigned partition read from, the next offset to hand out: how far reading got
+        (consumer lag is the partition's end minus this)."""
+        return {
+            partition: state.next
+            for partition in self._assigned
+            if (state := self._partitions.get(partition)) is not None and state.next >= 0
+        }
+
     def pending(self) -> int:
         """Leases handed out and not landed (or dropped) yet, over all partitions."""
         return len({n for state in self._partitions.values() for n in state.open})

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from adapters.runtime_metrics import add_runtime_collectors
+
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        add_runtime_collectors(registry)
         self.connections = Gauge(
             "gateway_connections", "open WebSocket connections", ["role"], registry=registry
         )

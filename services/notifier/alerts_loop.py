@@ -85,6 +85,7 @@ class AlertsLoop:
             self,
             metrics.reader(),
         )
+        metrics.lag.follow(self._reader)
         # Per partition: where live alerting starts (the group's commit), the end at
         # assignment, the next offset to read, and alerts held until that end is read.
         self._live_from: dict[int, int] = {}
@@ -195,6 +196,8 @@ class AlertsLoop:
         )
         for alert in alerts:
             self._metrics.alerts.labels(alert.kind).inc()
+            if alert.kind == "offline":
+                self._metrics.exam_offline_alerts.labels(alert.exam).inc()
             log.info("alert_raised", attempt=alert.attempt, kind=alert.kind, detail=alert.detail)
 
     async def on_revoked(self, partitions: list[int]) -> None:

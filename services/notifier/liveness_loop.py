@@ -68,6 +68,7 @@ class LivenessLoop:
         self._beats = TopicPartition(kafka.heartbeats_topic, 0)
         self._consumer: AIOKafkaConsumer | None = None
         self._gauges_at = 0
+        self._gauged_exams: set[str] = set()
 
     async def open(self) -> None:
         """Replay presence and recent heartbeats; afterwards the tracker is live."""
@@ -146,6 +147,16 @@ class LivenessLoop:
             self._gauges_at = now
             self._metrics.connections.set(self.tracker.connection_count)
             self._metrics.offline_attempts.set(self.tracker.offline_count)
+            self._set_exam_gauges()
+
+    def _set_exam_gauges(self) -> None:
+        connected = self.tracker.connected_by_exam()
+        for exam in self._gauged_exams - connected.keys():
+            # An exam nobody is connected to any more: its series ends instead of lingering.
+            self._metrics.exam_connected.remove(exam)
+        for exam, students in connected.items():
+            self._metrics.exam_connected.labels(exam).set(students)
+        self._gauged_exams = set(connected)
 
     async def _drop_logged_reissues(self) -> None:
         """Re-issue only what a crash really lost: look for each event in the recent log."""

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from adapters.consumer_lag import ConsumerLag
 from adapters.group_reader import ReaderMetrics
+from adapters.runtime_metrics import add_runtime_collectors
 
 _LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class NotifierMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        add_runtime_collectors(registry)
         self.offline = Counter(
             "notifier_offline_events_total",
             "student.offline events written",
@@ -64,7 +67,23 @@ class NotifierMetrics:
             ["topic"],
             registry=registry,
         )
+        self.exam_connected = Gauge(
+            "notifier_exam_connected_students",
+            "students of an exam with a connection open on a gateway believed alive",
+            ["exam"],
+            registry=registry,
+        )
+        # Per exam (not per reason) and only for attempts not yet submitted: many in one exam
+        # at once is an offline storm, while the closes at an exam's end raise none.
+        self.exam_offline_alerts = Counter(
+            "notifier_exam_offline_alerts",
+            "offline alerts raised (students of an exam lost before submitting)",
+            ["exam"],
+            registry=registry,
+        )
         self.core = ReaderMetrics.of("notifier", registry)
+        # The alerts loop's group on the log (the liveness loop reads without a group).
+        self.lag = ConsumerLag("notifier", registry)
 
     def reader(self) -> ReaderMetrics:
         return self.core

@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from adapters.group_reader import ReaderMetrics
+from adapters.runtime_metrics import add_runtime_collectors
 
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
@@ -16,6 +17,7 @@ _SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 class RouterMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        add_runtime_collectors(registry)
         self.events = Counter(
             "router_events", "log events processed (routed to someone or not)", registry=registry
         )

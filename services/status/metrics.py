@@ -7,13 +7,17 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from adapters.consumer_lag import ConsumerLag, LagSource
 from adapters.group_reader import ReaderMetrics
+from adapters.runtime_metrics import add_runtime_collectors
+from domain.first_attempt import FirstAttemptBuffer
 
 _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class StatusMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        add_runtime_collectors(registry)
         self.records = Counter(
             "status_records", "log records consumed (decoded or not)", registry=registry
         )
@@ -96,6 +100,18 @@ class StatusMetrics:
         self.ready = Gauge(
             "status_ready", "1 when consuming and every store answers", registry=registry
         )
+        self.dynamo_backlog_age = Gauge(
+            "status_dynamo_backlog_age_seconds",
+            "how long the longest-waiting item has waited for its DynamoDB write (read when"
+            " scraped)",
+            registry=registry,
+        )
+        self.lag = ConsumerLag("status", registry)
+
+    def follow(self, reader: LagSource, buffer: FirstAttemptBuffer) -> None:
+        """Read the consumer lag and the DynamoDB backlog's age from these when scraped."""
+        self.lag.follow(reader)
+        self.dynamo_backlog_age.set_function(buffer.oldest_wait_s)
 
     def reader(self) -> ReaderMetrics:
         return self.core

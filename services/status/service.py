@@ -196,6 +196,7 @@ class StatusService:
             self.metrics.reader(),
         )
         stack.push_async_callback(reader.close)
+        self.metrics.follow(reader, self._buffer)
         try:
             async with asyncio.timeout(kafka.request_timeout_s * 3):
                 await ensure_topics(kafka)
