@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from adapters.cli import plain_text, version
 from audit.commands import (
     Advance,
     ScanStats,
@@ -41,53 +42,110 @@ _out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 _err = Console(stderr=True, soft_wrap=True)
 
 
+EXIT_CODES = """\
+exit codes:
+  0  fine
+  1  a finding: a broken chain, differences with the views, a repair that did not land
+  2  an error: a bad argument, a file that cannot be read or written, Kafka, DynamoDB or
+     Redis unreachable"""
+
+TIME_HELP = "ISO 8601 (e.g. 2026-01-01T09:30, 2026-01-01T02:30:00Z) or epoch ms; zone-less: --tz"
+TZ_HELP = "exam time zone, an IANA name such as Asia/Jakarta (default: PROCTOR_AUDIT__TIMEZONE)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="proctor-audit", description=__doc__.split("\n")[0])
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    p = commands.add_parser(
-        "export", help="export an exam's events (JSONL with hash chain, CSV, HTML)"
+    # --quiet is accepted before or after the command; SUPPRESS keeps the command's parser
+    # from resetting a --quiet given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bar"
     )
-    p.add_argument("--exam", required=True)
-    p.add_argument("--from", dest="start", help="ISO 8601 or epoch ms; zone-less = --tz")
-    p.add_argument("--to", dest="end", help="ISO 8601 or epoch ms (inclusive)")
-    p.add_argument("--students", help="comma-separated student ids (exam-wide events always kept)")
-    p.add_argument("--format", choices=("jsonl", "csv", "html"), default="jsonl")
-    p.add_argument("--out", required=True, type=Path)
+    parser = argparse.ArgumentParser(
+        prog="proctor-audit",
+        description=plain_text(__doc__ or ""),
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"proctor-audit {version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=summary,
+            description=summary[0].upper() + summary[1:] + ".",
+            epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[common],
+        )
+
+    p = command("export", "export an exam's events (JSONL with hash chain, CSV, HTML)")
+    p.add_argument("--exam", required=True, help="exam id")
+    p.add_argument("--from", dest="start", metavar="TIME", help=f"first event time; {TIME_HELP}")
+    p.add_argument("--to", dest="end", metavar="TIME", help="last event time (inclusive)")
     p.add_argument(
-        "--tz", help="exam time zone, e.g. Europe/Jakarta (default PROCTOR_AUDIT__TIMEZONE)"
+        "--students",
+        metavar="IDS",
+        help="comma-separated student ids (exam-wide events always kept)",
+    )
+    p.add_argument(
+        "--format", choices=("jsonl", "csv", "html"), default="jsonl", help="(default: jsonl)"
+    )
+    p.add_argument("--out", required=True, type=Path, metavar="PATH", help="file to write")
+    p.add_argument("--tz", metavar="ZONE", help=TZ_HELP)
+
+    p = command("verify", "check the hash chain of a JSONL export")
+    p.add_argument("path", type=Path, help="the JSONL export")
+    p.add_argument(
+        "--expect-final",
+        metavar="HASH",
+        help=(
+            "the file's final hash recorded at export time and kept elsewhere: the hash export"
+            " printed (the trailer line's hash); the trailer's final_hash field, which is the"
+            " last event line's hash, is accepted too"
+        ),
     )
 
-    p = commands.add_parser("verify", help="check the hash chain of a JSONL export")
-    p.add_argument("path", type=Path)
-    p.add_argument("--expect-final", help="final hash recorded at export time, kept elsewhere")
+    p = command("at", "every student's state as the dashboard showed it at a time")
+    p.add_argument("--exam", required=True, help="exam id")
+    p.add_argument("--time", required=True, metavar="TIME", help=TIME_HELP)
+    p.add_argument("--format", choices=("table", "json"), default="table", help="(default: table)")
+    p.add_argument("--tz", metavar="ZONE", help=TZ_HELP)
 
-    p = commands.add_parser("at", help="every student's state as the dashboard showed it at a time")
-    p.add_argument("--exam", required=True)
-    p.add_argument("--time", required=True, help="ISO 8601 or epoch ms")
-    p.add_argument("--format", choices=("table", "json"), default="table")
-    p.add_argument("--tz")
-
-    p = commands.add_parser(
-        "rebuild", help="recompute first-attempt states and compare with DynamoDB"
-    )
-    p.add_argument("--exam", required=True)
+    p = command("rebuild", "recompute first-attempt states and compare with DynamoDB")
+    p.add_argument("--exam", required=True, help="exam id")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="compare only (default)")
     mode.add_argument("--repair", action="store_true", help="write DynamoDB and the Redis snapshot")
 
-    p = commands.add_parser(
-        "alerts", help="re-run the alert rules over history with other thresholds"
+    p = command("alerts", "re-run the alert rules over history with other thresholds")
+    p.add_argument("--exam", required=True, help="exam id")
+    p.add_argument(
+        "--away-threshold-s",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="an away episode longer than this is an incident (default: 30)",
     )
-    p.add_argument("--exam", required=True)
-    p.add_argument("--away-threshold-s", type=float, default=30.0)
-    p.add_argument("--repeated-away", type=int, default=3, help="episodes that make repeated_away")
-    p.add_argument("--window-s", type=float, default=600.0, help="window of repeated_away")
-    p.add_argument("--from", dest="start")
-    p.add_argument("--to", dest="end")
-    p.add_argument("--format", choices=("table", "json"), default="table")
-    p.add_argument("--tz")
+    p.add_argument(
+        "--repeated-away",
+        type=int,
+        default=3,
+        metavar="N",
+        help="this many away episodes within --window-s make repeated_away (default: 3)",
+    )
+    p.add_argument(
+        "--window-s",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="window of repeated_away (default: 600)",
+    )
+    p.add_argument("--from", dest="start", metavar="TIME", help=TIME_HELP)
+    p.add_argument("--to", dest="end", metavar="TIME", help="(inclusive)")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="(default: table)")
+    p.add_argument("--tz", metavar="ZONE", help=TZ_HELP)
     return parser
 
 
@@ -122,7 +180,7 @@ def _report_rate(stats: ScanStats) -> None:
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     tz = zone(getattr(args, "tz", None) or settings.audit.timezone)
-    quiet = args.quiet or not _err.is_terminal
+    quiet = getattr(args, "quiet", False) or not _err.is_terminal
     match args.command:
         case "export":
             span = TimeRange(
@@ -152,11 +210,17 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         case "verify":
             verdict = verify_file(args.path, expect_final=args.expect_final)
             if verdict.ok:
-                _out.print(f"intact: {verdict.events:,} events, final hash {verdict.final_hash}")
+                _out.print(
+                    f"intact: {verdict.events:,} events, final hash {verdict.final_hash}"
+                    f"\n  (the trailer's own hash; its final_hash field is the last event's"
+                    f" hash, {verdict.last_event_hash})",
+                    markup=False,
+                )
                 return 0
             ident = f" (event {verdict.event_id})" if verdict.event_id else ""
             _out.print(
-                f"BROKEN at line {verdict.line}{ident}: {verdict.problem}: {verdict.message}"
+                f"BROKEN at line {verdict.line}{ident}: {verdict.problem}: {verdict.message}",
+                markup=False,
             )
             return 1
         case "at":
@@ -257,6 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return uvloop.run(_run(args, settings))
     except AuditError as exc:
+        _err.print(f"error: {exc}", markup=False)
+        return 2
+    except OSError as exc:  # e.g. --out in a directory that does not exist
         _err.print(f"error: {exc}", markup=False)
         return 2
 

@@ -9,6 +9,12 @@ same bytes, so whitespace changes do not break the chain but any change of a val
 What the chain proves: the file is the sequence the exporter wrote, or someone rewrote it
 from the changed line onwards. Only a copy of the final hash kept elsewhere (the case file,
 a signed e-mail) rules out the second; ``verify --expect-final`` checks against it.
+
+Two hashes close a file, which is a trap for whoever copies one out of it: the file's final
+hash is the trailer line's own ``hash`` (what export prints), while the trailer's
+``final_hash`` field is the hash of the last event line (the chain before the trailer). The
+field name is part of format 1, so ``--expect-final`` accepts either; the last event's hash
+vouches for every event line, the trailer's hash also for the trailer's counters.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ class Verdict:
     lines: int
     events: int
     final_hash: str | None = None
+    last_event_hash: str | None = None  # the trailer's final_hash field
     problem: Problem | None = None
     line: int | None = None
     event_id: str | None = None
@@ -139,7 +146,11 @@ def verify(lines: Iterable[bytes], *, expect_final: str | None = None) -> Verdic
             line=seen + 1,
             message=f"no trailer: lines were removed after line {seen}",
         )
-    if expect_final is not None and expected != expect_final:
+    last_event_hash = str(trailer.get("final_hash"))
+    if expect_final is not None and expect_final.strip().lower() not in (
+        expected,
+        last_event_hash,
+    ):
         return Verdict(
             False,
             seen,
@@ -147,10 +158,18 @@ def verify(lines: Iterable[bytes], *, expect_final: str | None = None) -> Verdic
             final_hash=expected,
             problem="final_mismatch",
             line=trailer.number,
-            message="the chain is consistent but its final hash "
-            "is not the one recorded: the file was rewritten from some line onwards",
+            message="the chain is consistent but neither its final hash (the trailer's hash) "
+            "nor the last event's (the trailer's final_hash field) is the one recorded: "
+            "the file was rewritten from some line onwards",
         )
-    return Verdict(True, seen, events, final_hash=expected, message="intact")
+    return Verdict(
+        True,
+        seen,
+        events,
+        final_hash=expected,
+        last_event_hash=last_event_hash,
+        message="intact",
+    )
 
 
 def _check(

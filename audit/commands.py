@@ -27,7 +27,7 @@ from adapters.snapshot_store import RedisSnapshotStore
 from audit.chain import ChainWriter, Verdict, verify
 from audit.dedupe import RecentIds, dedupe_key
 from audit.diff import Difference, diff_first_attempts
-from audit.errors import StoreUnavailable
+from audit.errors import FileProblem, StoreUnavailable
 from audit.kafka_source import LogSource, LogSpan
 from audit.replay import AlertReplay, ExamFold, Incident, first_attempts
 from audit.report_csv import COLUMNS, row
@@ -240,8 +240,12 @@ def _flat(header: dict[str, Any]) -> dict[str, object]:
 
 
 def verify_file(path: Path, *, expect_final: str | None = None) -> Verdict:
-    with path.open("rb") as lines:
-        return verify(lines, expect_final=expect_final)
+    # A file that cannot be read is a usage error (exit 2), not a broken chain (exit 1).
+    try:
+        with path.open("rb") as lines:
+            return verify(lines, expect_final=expect_final)
+    except OSError as exc:
+        raise FileProblem(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 # -- point in time ------------------------------------------------------------------------------

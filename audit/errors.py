@@ -4,6 +4,7 @@
   - ``BadArgument``: a time, zone or option the tool cannot use.
   - ``LogUnavailable``: Kafka could not be reached or the log topic does not exist.
   - ``StoreUnavailable``: DynamoDB or Redis could not be read or written.
+  - ``FileProblem``: a file named on the command line could not be read or written.
 """
 
 from __future__ import annotations
@@ -22,4 +23,8 @@ class LogUnavailable(AuditError):
 
 
 class StoreUnavailable(AuditError):
+    pass
+
+
+class FileProblem(AuditError):
     pass
