@@ -106,7 +106,7 @@ class DeliveryInbox:
         now = now_ms()
         for_proctors: list[ForProctors] = []
         for item in items:
-            self._metrics.deliveries.labels(item.kind).inc()
+            self._metrics.delivery_item(item.kind).inc()
             match item:
                 case ForProctors():
                     for_proctors.append(item)

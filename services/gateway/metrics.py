@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from adapters.runtime_metrics import add_runtime_collectors
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+_M = TypeVar("_M", Counter, Gauge, Histogram)
+
+
+class Children(Generic[_M]):
+    """A one-label metric's children by label value, for the per-frame paths.
+
+    ``labels`` takes a lock and checks its arguments on every call; the values here are a
+    handful of frame kinds and error codes, so each child is looked up once.
+    """
+
+    def __init__(self, metric: _M) -> None:
+        self._metric: _M = metric
+        self._children: dict[str, _M] = {}
+
+    def __call__(self, value: str) -> _M:
+        child = self._children.get(value)
+        if child is None:
+            child = self._children[value] = self._metric.labels(value)
+        return child
 
 
 class GatewayMetrics:
@@ -21,6 +44,8 @@ class GatewayMetrics:
         self.frames_rejected = Counter(
             "gateway_frames_rejected_total", "client frames refused", ["code"], registry=registry
         )
+        self.frame_in = Children(self.frames_in)
+        self.frame_rejected = Children(self.frames_rejected)
         self.events_published = Counter(
             "gateway_events_published_total", "events acknowledged by Kafka", registry=registry
         )
@@ -33,6 +58,7 @@ class GatewayMetrics:
         self.deliveries = Counter(
             "gateway_delivery_items_total", "delivery items consumed", ["kind"], registry=registry
         )
+        self.delivery_item = Children(self.deliveries)
         self.delivery_seconds = Histogram(
             "gateway_delivery_seconds",
             "event written to the log to fan-out on this gateway",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -29,32 +29,35 @@ class RecentPublishes:
     write the event twice (the views drop the copy, the log keeps it), so a resend of a frame
     this gateway is still publishing waits on that publish, and one that already landed is
     acknowledged at once. Only identical resends (the id guard said so) are matched.
+
+    A publish that failed did not land: ``get`` treats it as unknown, so the resend publishes
+    again. Checking that at lookup rather than in a done-callback keeps ``track``, which runs
+    for every frame, to a dict insert.
     """
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._entries: OrderedDict[tuple[str, str], asyncio.Future[None]] = OrderedDict()
+        self._entries: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, key: tuple[str, str]) -> asyncio.Future[None] | None:
-        return self._entries.get(key)
+        done = self._entries.get(key)
+        if done is None or not done.done():
+            return done
+        if done.cancelled() or done.exception() is not None:
+            del self._entries[key]
+            return None
+        return done
 
     def track(self, key: tuple[str, str], done: asyncio.Future[None]) -> None:
-        self._entries[key] = done
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
-
-        def _forget_failure(result: asyncio.Future[None]) -> None:
-            # A publish that failed did not land: the next resend must publish again.
-            if (result.cancelled() or result.exception() is not None) and (
-                self._entries.get(key) is result
-            ):
-                del self._entries[key]
-
-        done.add_done_callback(_forget_failure)
+        entries = self._entries
+        # Re-inserting moves a key to the end: dicts keep insertion order, oldest first.
+        entries.pop(key, None)
+        entries[key] = done
+        if len(entries) > self._capacity:
+            del entries[next(iter(entries))]
 
 
 class Publisher:
@@ -71,23 +74,24 @@ class Publisher:
         """Queue the events for the log; the returned future resolves once Kafka has all.
 
         Awaiting this only waits for room in the producer's buffer, not for the broker,
-        so a connection's frames are pipelined and stay in order on their partition.
+        so a connection's frames are pipelined and stay in order on their partition. The
+        caller bounds the wait (its publish deadline): a full buffer blocks here.
         """
         futures = []
         try:
-            async with asyncio.timeout(self._gateway.produce_timeout_s):
-                for event in events:
-                    futures.append(
-                        await self._producer.send(
-                            self._kafka.events_topic, encode_event(event), key=log_key(event)
-                        )
+            for event in events:
+                futures.append(
+                    await self._producer.send(
+                        self._kafka.events_topic, encode_event(event), key=log_key(event)
                     )
-        except (TimeoutError, KafkaError) as exc:
+                )
+        except KafkaError as exc:
             raise Unavailable(f"the event log did not take the event: {exc!r}") from exc
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        gathered = asyncio.gather(*futures)
+        # A frame is one event but for legacy frames: no gather for the usual case.
+        sent: asyncio.Future[Any] = futures[0] if len(futures) == 1 else asyncio.gather(*futures)
 
-        def _resolve(result: asyncio.Future[list[object]]) -> None:
+        def _resolve(result: asyncio.Future[Any]) -> None:
             if done.done():
                 return
             if result.cancelled():
@@ -97,7 +101,7 @@ class Publisher:
             else:
                 done.set_result(None)
 
-        gathered.add_done_callback(_resolve)
+        sent.add_done_callback(_resolve)
         return done
 
     async def presence(self, key: bytes, record: BaseModel | None) -> None:

@@ -202,7 +202,7 @@ class Session:
             elif message.type == WSMsgType.ERROR:
                 if ws.close_code == CLOSE_TOO_BIG:
                     self.conn.close_reason = "frame_too_large"
-                    self._metrics.frames_rejected.labels("frame_too_large").inc()
+                    self._metrics.frame_rejected("frame_too_large").inc()
                 break
             if self.conn.close_reason is not None:
                 break
@@ -223,7 +223,7 @@ class Session:
             now_ms=now_ms(),
             max_frame_bytes=self._options.max_frame_bytes,
         )
-        self._metrics.frames_in.labels(type(decision).__name__).inc()
+        self._metrics.frame_in(type(decision).__name__).inc()
         match decision:
             case protocol.Heartbeat():
                 pass  # already counted: every student frame is a heartbeat
@@ -240,11 +240,11 @@ class Session:
                 self._reject(decision.error)
 
     def _reject(self, error: ErrorFrame) -> None:
-        self._metrics.frames_rejected.labels(error.code).inc()
+        self._metrics.frame_rejected(error.code).inc()
         self.conn.send(error)
 
     def _throttled(self) -> None:
-        self._metrics.frames_rejected.labels("rate_limited").inc()
+        self._metrics.frame_rejected("rate_limited").inc()
         now = time.monotonic()
         if self._flood.dropped(now):
             self._metrics.flood_closes.inc()

@@ -92,6 +92,15 @@ def test_heartbeat() -> None:
     assert decide({"type": "heartbeat"}) == Heartbeat()
 
 
+@pytest.mark.parametrize(
+    "raw", [b'{"type":"heartbeat"}', '{"type":"heartbeat"}', b'{ "type": "heartbeat" }']
+)
+def test_every_spelling_of_a_heartbeat_is_one(raw: str | bytes) -> None:
+    # The clients' own spelling skips the parser; any other takes the general path.
+    assert decide(raw) == Heartbeat()
+    assert_rejected(decide(raw, PROCTOR), "not_allowed")
+
+
 def test_status_becomes_an_event_for_the_tokens_attempt_acked_by_its_id() -> None:
     decision = published(
         decide({"type": "status", "id": "f1", "seq": 3, "ts": NOW_MS - 40, "status": "away"})

@@ -10,7 +10,7 @@ from aiokafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
 
 from schemas.events import EventSource, StudentStatus
 from services.gateway.errors import Unavailable
-from services.gateway.publisher import Publisher
+from services.gateway.publisher import Publisher, RecentPublishes
 from services.gateway.settings import GatewaySettings
 
 EVENT = StudentStatus(
@@ -56,3 +56,23 @@ async def test_a_refused_presence_write_is_unavailable() -> None:
     publisher = Publisher(RefusingProducer(at_send=True), GatewaySettings())
     with pytest.raises(Unavailable):
         await publisher.presence(b"gw/0", None)
+
+
+async def test_recent_publishes_forget_a_failed_publish_and_keep_the_newest() -> None:
+    recent = RecentPublishes(capacity=2)
+    loop = asyncio.get_running_loop()
+    failed: asyncio.Future[None] = loop.create_future()
+    landed: asyncio.Future[None] = loop.create_future()
+    recent.track(("a1", "f1"), failed)
+    recent.track(("a1", "f2"), landed)
+    assert recent.get(("a1", "f1")) is failed  # still in flight: a resend joins it
+    failed.set_exception(Unavailable("no"))
+    landed.set_result(None)
+    assert recent.get(("a1", "f1")) is None  # did not land: the resend publishes again
+    assert recent.get(("a1", "f2")) is landed
+    recent.track(("a1", "f2"), landed)  # tracked again: now the newest
+    recent.track(("a1", "f3"), loop.create_future())
+    recent.track(("a1", "f4"), loop.create_future())
+    assert len(recent) == 2
+    assert recent.get(("a1", "f2")) is None  # the oldest went first
+    assert recent.get(("a1", "f4")) is not None
