@@ -5,8 +5,13 @@ left out). Writes are conditional, mirroring ``domain.first_attempt.supersedes``
 condition expression, so a replay, a duplicate or a later attempt is refused by DynamoDB
 itself (``ConditionalCheckFailed``: the normal no-op answer, reported as ``refused``).
 
-boto3 blocks, so every call runs in this store's own small thread pool, at most ``workers``
-at a time, each bounded by ``asyncio.timeout``; the event loop never waits on a socket.
+Requests go through aiodynamo on the service's event loop: a signed JSON POST per call, at
+most ``workers`` in flight, each bounded by ``asyncio.timeout``. boto3 cost ~1.1 ms of CPU
+per PutItem in its thread pool (botocore's serialiser, event hooks and parser, plus the
+threads' GIL hand-offs) against ~0.3 ms here (docs/benchmarks.md). Items are built here
+already in DynamoDB's attribute encoding, so aiodynamo's own item conversion is not used;
+its retry loop is limited to a single attempt because the callers (the status service's
+write backoff, the audit's repair) decide about retries themselves.
 ``InMemoryStatusStore`` is the fake with the same semantics (contract-tested against the
 real one in tests/adapters/test_dynamo_store.py).
 """
@@ -14,37 +19,47 @@ real one in tests/adapters/test_dynamo_store.py).
 from __future__ import annotations
 
 import asyncio
-import functools
-import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+import aiohttp
+from aiodynamo.client import Client
+from aiodynamo.credentials import Credentials, Key, StaticCredentials
+from aiodynamo.errors import (
+    AIODynamoError,
+    ConditionalCheckFailed,
+    ResourceInUse,
+    SerializationException,
+    TableNotFound,
+    ValidationException,
+)
+from aiodynamo.http.aiohttp import AIOHTTP
+from aiodynamo.http.types import HttpImplementation
+from aiodynamo.models import StaticDelayRetry
+from yarl import URL
 
 from adapters.settings import DynamoSettings
 from domain.first_attempt import item_key, supersedes
 from schemas.views import StudentView
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb.client import DynamoDBClient
+    from botocore.credentials import Credentials as BotocoreSource
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
 Item = Mapping[str, "AttributeValueTypeDef"]
-_T = TypeVar("_T")
 
 _CONDITION = (
     "attribute_not_exists(pk) OR (#attempt = :attempt AND #seq < :seq) OR #attempt_no > :attempt_no"
 )
 _CONDITION_NAMES = {"#attempt": "attempt", "#seq": "seq", "#attempt_no": "attempt_no"}
-# Client errors about the item itself. Anything else (throttling, auth, a missing table,
-# server errors) is the store's condition, not the item's: retried, readiness false.
-_ITEM_ERRORS = frozenset({"ValidationException", "SerializationException"})
+# Errors about the item itself. Anything else (throttling, auth, a missing table, server
+# errors, the network) is the store's condition, not the item's: retried, readiness false.
+_ITEM_ERRORS = (ValidationException, SerializationException)
 # DynamoDB numbers: magnitude up to 9.9999999999999999999999999999999999999E+125.
 _MAX_NUMBER = 1e126
+# One attempt per call: aiodynamo retries until this many seconds have passed.
+_NO_RETRIES = StaticDelayRetry(delay=0, time_limit_secs=0)
 
 
 class StatusStoreUnavailable(Exception):
@@ -133,9 +148,9 @@ class DynamoStatusStore:
         self._table = settings.table
         self._timeout = timeout_s
         self._workers = workers
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dynamo")
         self._slots = asyncio.Semaphore(workers)
-        self._client: DynamoDBClient | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._client: Client | None = None
 
     @property
     def table(self) -> str:
@@ -143,87 +158,88 @@ class DynamoStatusStore:
 
     async def open(self, *, create_table: bool = True) -> None:
         if self._client is None:
-            self._client = await self._call(self._make_client)
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._workers),
+                timeout=aiohttp.ClientTimeout(total=self._timeout, connect=min(self._timeout, 2.0)),
+            )
+            settings = self._settings
+            credentials: Credentials
+            if settings.endpoint is not None:
+                # Static keys only for a local endpoint; AWS uses the normal credential chain.
+                credentials = StaticCredentials(
+                    Key(settings.access_key_id, settings.secret_access_key)
+                )
+            else:
+                credentials = await AwsCredentialChain.resolve()
+            self._client = Client(
+                AIOHTTP(self._http),
+                credentials,
+                settings.region,
+                endpoint=None if settings.endpoint is None else URL(settings.endpoint),
+                throttle_config=_NO_RETRIES,
+            )
         if create_table:
             await self.ensure_table()
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        # Waiting for running calls is bounded by botocore's own read timeout.
-        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown)
-        if client is not None:
-            client.close()
+        self._client = None
+        http, self._http = self._http, None
+        if http is not None:
+            await http.close()
 
-    def _make_client(self) -> DynamoDBClient:
-        local = self._settings.endpoint is not None
-        config = Config(
-            max_pool_connections=self._workers,
-            connect_timeout=min(self._timeout, 2.0),
-            read_timeout=self._timeout,
-            retries={"max_attempts": 2, "mode": "standard"},
-            # Items are built here from validated views. botocore re-checking them against
-            # the API model cost ~7 % of a PutItem's client CPU (690 vs 720 us measured).
-            parameter_validation=False,
-        )
-        session = boto3.session.Session()
-        return session.client(
-            "dynamodb",
-            endpoint_url=self._settings.endpoint,
-            region_name=self._settings.region,
-            # Static keys only for a local endpoint; AWS uses the normal credential chain.
-            aws_access_key_id=self._settings.access_key_id if local else None,
-            aws_secret_access_key=self._settings.secret_access_key if local else None,
-            config=config,
-        )
-
-    @property
-    def _dynamo(self) -> DynamoDBClient:
-        if self._client is None:
+    async def _request(self, action: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        client = self._client
+        if client is None:
             raise StatusStoreUnavailable("store not open")
-        return self._client
-
-    async def _call(self, fn: Callable[[], _T]) -> _T:
         async with self._slots:
             async with asyncio.timeout(self._timeout):
-                return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+                return await client.send_request(action=action, payload=payload)
 
     async def ensure_table(self) -> bool:
         """Create the table (on-demand billing) if it is missing; True if this call created it."""
         try:
-            return await self._call(self._ensure_table)
-        except (BotoCoreError, ClientError, TimeoutError) as exc:
-            raise StatusStoreUnavailable(f"table {self._table}: {exc}") from exc
+            return await self._ensure_table()
+        except (AIODynamoError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise StatusStoreUnavailable(f"table {self._table}: {exc!r}") from exc
 
-    def _ensure_table(self) -> bool:
-        dynamo = self._dynamo
+    async def _ensure_table(self) -> bool:
         created = False
         try:
-            status = dynamo.describe_table(TableName=self._table)["Table"].get("TableStatus")
-        except dynamo.exceptions.ResourceNotFoundException:
+            status = await self._table_status()
+        except TableNotFound:
             try:
-                dynamo.create_table(
-                    TableName=self._table,
-                    BillingMode="PAY_PER_REQUEST",
-                    AttributeDefinitions=[
-                        {"AttributeName": "pk", "AttributeType": "S"},
-                        {"AttributeName": "sk", "AttributeType": "S"},
-                    ],
-                    KeySchema=[
-                        {"AttributeName": "pk", "KeyType": "HASH"},
-                        {"AttributeName": "sk", "KeyType": "RANGE"},
-                    ],
+                await self._request(
+                    "CreateTable",
+                    {
+                        "TableName": self._table,
+                        "BillingMode": "PAY_PER_REQUEST",
+                        "AttributeDefinitions": [
+                            {"AttributeName": "pk", "AttributeType": "S"},
+                            {"AttributeName": "sk", "AttributeType": "S"},
+                        ],
+                        "KeySchema": [
+                            {"AttributeName": "pk", "KeyType": "HASH"},
+                            {"AttributeName": "sk", "KeyType": "RANGE"},
+                        ],
+                    },
                 )
                 created = True
-            except dynamo.exceptions.ResourceInUseException:
+            except ResourceInUse:
                 pass  # another instance created it first
             status = "CREATING"
-        deadline = time.monotonic() + self._timeout
-        while status != "ACTIVE" and time.monotonic() < deadline:
-            time.sleep(0.05)
-            status = dynamo.describe_table(TableName=self._table)["Table"].get("TableStatus")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        while status != "ACTIVE" and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            status = await self._table_status()
         if status != "ACTIVE":
             raise StatusStoreUnavailable(f"table {self._table} is {status}")
         return created
+
+    async def _table_status(self) -> str | None:
+        described = await self._request("DescribeTable", {"TableName": self._table})
+        status = described["Table"].get("TableStatus")
+        return None if status is None else str(status)
 
     async def put_first_attempt(self, views: Sequence[StudentView]) -> list[PutOutcome]:
         """One conditional write per view, ``workers`` in flight at a time; never raises."""
@@ -231,49 +247,49 @@ class DynamoStatusStore:
 
     async def _put(self, view: StudentView) -> PutOutcome:
         try:
-            return await self._call(lambda: self._put_blocking(view))
-        except ClientError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            code = exc.response.get("Error", {}).get("Code")
-            return PutOutcome(view, "rejected" if code in _ITEM_ERRORS else "failed", error=error)
+            item = to_item(view)
         except (TypeError, ValueError) as exc:  # no DynamoDB encoding for a field
             return PutOutcome(view, "rejected", error=f"{type(exc).__name__}: {exc}")
-        except (BotoCoreError, TimeoutError, StatusStoreUnavailable) as exc:
-            return PutOutcome(view, "failed", error=f"{type(exc).__name__}: {exc}")
-
-    def _put_blocking(self, view: StudentView) -> PutOutcome:
         try:
-            self._dynamo.put_item(
-                TableName=self._table,
-                Item=to_item(view),
-                ConditionExpression=_CONDITION,
-                ExpressionAttributeNames=_CONDITION_NAMES,
-                ExpressionAttributeValues={
-                    ":attempt": {"S": view.attempt},
-                    ":seq": {"N": str(view.seq)},
-                    ":attempt_no": {"N": str(view.attempt_no)},
+            await self._request(
+                "PutItem",
+                {
+                    "TableName": self._table,
+                    "Item": item,
+                    "ConditionExpression": _CONDITION,
+                    "ExpressionAttributeNames": _CONDITION_NAMES,
+                    "ExpressionAttributeValues": {
+                        ":attempt": {"S": view.attempt},
+                        ":seq": {"N": str(view.seq)},
+                        ":attempt_no": {"N": str(view.attempt_no)},
+                    },
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 },
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise
-            old = exc.response.get("Item")
+        except ConditionalCheckFailed as exc:
+            old = _error_body(exc).get("Item")
             holder = from_item(old) if isinstance(old, Mapping) and old else None
             return PutOutcome(view, "refused", holder=holder)
+        except _ITEM_ERRORS as exc:
+            return PutOutcome(view, "rejected", error=_describe(exc))
+        except (AIODynamoError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            return PutOutcome(view, "failed", error=_describe(exc))
+        except StatusStoreUnavailable as exc:
+            return PutOutcome(view, "failed", error=_describe(exc))
         return PutOutcome(view, "written", holder=view)
 
     async def get(self, exam: str, student: str) -> StudentView | None:
         try:
-            response = await self._call(
-                lambda: self._dynamo.get_item(
-                    TableName=self._table,
-                    Key={"pk": {"S": exam}, "sk": {"S": student}},
-                    ConsistentRead=True,
-                )
+            response = await self._request(
+                "GetItem",
+                {
+                    "TableName": self._table,
+                    "Key": {"pk": {"S": exam}, "sk": {"S": student}},
+                    "ConsistentRead": True,
+                },
             )
-        except (BotoCoreError, ClientError, TimeoutError) as exc:
-            raise StatusStoreUnavailable(f"get {exam}/{student}: {exc}") from exc
+        except (AIODynamoError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise StatusStoreUnavailable(f"get {exam}/{student}: {exc!r}") from exc
         item = response.get("Item")
         return None if item is None else from_item(item)
 
@@ -284,36 +300,86 @@ class DynamoStatusStore:
     async def raw_exam_items(self, exam: str) -> list[dict[str, Any]]:
         """The exam's items exactly as DynamoDB stores them (audits, replay checks)."""
         items: list[dict[str, Any]] = []
-        start: dict[str, Any] | None = None
-        while True:
-            page_start = start
-            try:
-                page = await self._call(functools.partial(self._query_page, exam, page_start))
-            except (BotoCoreError, ClientError, TimeoutError) as exc:
-                raise StatusStoreUnavailable(f"query {exam}: {exc}") from exc
-            items.extend(page.get("Items", []))
-            start = page.get("LastEvaluatedKey")
-            if not start:
-                return items
-
-    def _query_page(self, exam: str, start: dict[str, Any] | None) -> Mapping[str, Any]:
         query: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "pk = :exam",
             "ExpressionAttributeValues": {":exam": {"S": exam}},
             "ConsistentRead": True,
         }
-        if start:
-            query["ExclusiveStartKey"] = start
-        return self._dynamo.query(**query)
+        while True:
+            try:
+                page = await self._request("Query", query)
+            except (AIODynamoError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                raise StatusStoreUnavailable(f"query {exam}: {exc!r}") from exc
+            items.extend(page.get("Items", []))
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return items
+            query = {**query, "ExclusiveStartKey": start}
 
     async def delete_table(self) -> None:
         """Drop the table (tests and teardown of throwaway environments only)."""
         try:
-            await self._call(lambda: self._dynamo.delete_table(TableName=self._table))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
-                raise
+            await self._request("DeleteTable", {"TableName": self._table})
+        except TableNotFound:
+            pass
+
+
+def _error_body(exc: BaseException) -> Mapping[str, Any]:
+    """The parsed error response aiodynamo keeps as the exception's argument."""
+    body = exc.args[0] if exc.args else None
+    return body if isinstance(body, Mapping) else {}
+
+
+def _describe(exc: BaseException) -> str:
+    message = _error_body(exc).get("message") or _error_body(exc).get("Message")
+    if isinstance(exc, AIODynamoError) and message:
+        return f"{type(exc).__name__}: {message}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class AwsCredentialChain(Credentials):
+    """AWS's whole credential chain for aiodynamo, from botocore's resolver.
+
+    aiodynamo's own chain knows environment variables, the credentials file and the ECS and
+    EC2 metadata services; production also runs on EKS (web identity), with SSO profiles or
+    assumed roles, which botocore resolves. Refreshing may call STS, so it runs in a thread,
+    and only when botocore says the key is about to expire; every other request reuses it.
+    """
+
+    def __init__(self, source: BotocoreSource | None) -> None:
+        self._source = source
+        self._key: Key | None = None
+
+    @classmethod
+    async def resolve(cls) -> AwsCredentialChain:
+        # Resolving may read files and query metadata services: not on the event loop.
+        return cls(await asyncio.to_thread(_botocore_credentials))
+
+    async def get_key(self, http: HttpImplementation) -> Key | None:
+        source = self._source
+        if source is None:
+            return None
+        refresh_needed = getattr(source, "refresh_needed", None)
+        if self._key is None or (refresh_needed is not None and refresh_needed()):
+            frozen = await asyncio.to_thread(source.get_frozen_credentials)
+            if frozen.access_key is None or frozen.secret_key is None:
+                return None
+            self._key = Key(frozen.access_key, frozen.secret_key, frozen.token)
+        return self._key
+
+    def invalidate(self) -> bool:
+        self._key = None
+        return self._source is not None
+
+    def is_disabled(self) -> bool:
+        return self._source is None
+
+
+def _botocore_credentials() -> BotocoreSource | None:
+    import botocore.session
+
+    return botocore.session.get_session().get_credentials()
 
 
 # -- fake ---------------------------------------------------------------------------------

@@ -8,10 +8,10 @@ letters); this service is its batch handler. Two loops share the state:
   watermarks.
 - flush: every ``flush_interval_ms`` (or sooner when many items wait) take the oldest
   coalesced views, as many as the write budget allows (``dynamo_max_writes_per_s``), write
-  them (conditional, in parallel in a thread pool), then commit the log up to the oldest
+  them (conditional, several requests in flight), then commit the log up to the oldest
   change still not in DynamoDB. A flush that is slow, or a budget that is spent, lets more
   updates coalesce: at 10,000 students the budget, not the update rate, sets the write rate
-  (DynamoDB's cost is per request; boto3's per-request CPU was half the service's).
+  (DynamoDB's cost is per request, in money on AWS and in CPU on every box).
 
 Offsets are committed only after both writes of every change they cover have landed: the
 reader's ledger holds the commit at the handler's ``commit_floor``, the oldest change not yet

@@ -43,9 +43,7 @@ class StatusServiceSettings(BaseModel):
     flush_max_items: int = Field(
         default=5000, ge=1, description="flush earlier once this many items are waiting"
     )
-    dynamo_workers: int = Field(
-        default=8, ge=1, description="threads for blocking boto3 calls: DynamoDB writes in flight"
-    )
+    dynamo_workers: int = Field(default=8, ge=1, description="DynamoDB requests in flight at once")
     dynamo_timeout_s: float = Field(default=5.0, gt=0, description="bound on one DynamoDB call")
     create_table: bool = Field(default=True, description="create the DynamoDB table if missing")
     redis_load_concurrency: int = Field(

@@ -10,6 +10,7 @@ from adapters.dynamo_store import (
     DynamoStatusStore,
     InMemoryStatusStore,
     StatusStore,
+    StatusStoreUnavailable,
     from_item,
     to_item,
 )
@@ -139,3 +140,36 @@ def test_item_codec_round_trips_every_field() -> None:
     assert item["pk"] == {"S": "e1"} and item["sk"] == {"S": "s1"}
     assert "question_current" not in item  # None fields are left out
     assert from_item(item) == full
+
+
+@pytest.mark.integration
+async def test_an_unreachable_store_fails_each_write_and_raises_on_reads(
+    settings: CommonSettings,
+) -> None:
+    # A port nothing listens on: every write is "failed" (retry later), never raises.
+    closed = settings.dynamo.model_copy(update={"endpoint": "http://127.0.0.1:9"})
+    real = DynamoStatusStore(closed, workers=2, timeout_s=2.0)
+    await real.open(create_table=False)
+    try:
+        outcomes = await real.put_first_attempt([view(seq=1), view("a2", student="s2")])
+        assert [o.result for o in outcomes] == ["failed", "failed"]
+        assert all(o.error for o in outcomes)
+        with pytest.raises(StatusStoreUnavailable):
+            await real.get("e1", "s1")
+        with pytest.raises(StatusStoreUnavailable):
+            await real.ensure_table()
+    finally:
+        await real.close()
+
+
+@pytest.mark.integration
+async def test_a_number_dynamodb_cannot_hold_is_rejected_alone(settings: CommonSettings) -> None:
+    real = DynamoStatusStore(settings.dynamo.model_copy(update={"table": "reject_probe"}))
+    await real.open()
+    try:
+        outcomes = await real.put_first_attempt([view(score=1e308), view("a2", student="s2")])
+        assert [o.result for o in outcomes] == ["rejected", "written"]
+        assert outcomes[0].error is not None and "ValidationException" in outcomes[0].error
+    finally:
+        await real.delete_table()
+        await real.close()
