@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Sequence
 
@@ -12,6 +13,7 @@ from adapters.cli import service_settings
 from adapters.gc_tuning import tune_gc
 from adapters.logs import configure_logging
 from services.gateway.app import METRICS, create_app, server_options
+from services.gateway.refusal_log import RefusalLog
 from services.gateway.settings import GatewaySettings
 
 
@@ -23,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         own_prefix="PROCTOR_GATEWAY__",
         argv=argv,
     )
-    configure_logging(settings.log_level, json=settings.log_json)
+    configure_logging(settings.log_level, json=settings.log_json, service="gateway")
     options = settings.gateway
     ssl_context = None
     if options.tls_cert:
@@ -38,7 +40,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         port=options.port,
         ssl_context=ssl_context,
         shutdown_timeout=options.shutdown_grace_s,
-        access_log=None,
+        # Not an access log: only refused WebSocket connections are logged (RefusalLog).
+        access_log=logging.getLogger("aiohttp.access"),
+        access_log_class=RefusalLog,
         print=None,
         loop=uvloop.new_event_loop(),
         **server_options(options),

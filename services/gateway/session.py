@@ -25,6 +25,7 @@ from schemas.frames import (
 )
 from schemas.presence import CloseReason, StudentConnection, StudentDisconnection, connection_key
 from services.gateway import protocol
+from services.gateway.connection_log import HAS_SESSION, who
 from services.gateway.connections import (
     CLOSE_POLICY,
     CLOSE_SUPERSEDED,
@@ -77,6 +78,9 @@ class Session:
         )
         self._last_limit_error = 0.0
         self._connection_record: StudentConnection | None = None
+        self._log = log.bind(conn=conn.id, **who(conn.identity))  # never the token
+        conn.ws[HAS_SESSION] = True
+        self._logged_connect = False
 
     # -- open and close ---------------------------------------------------------------------
 
@@ -92,6 +96,8 @@ class Session:
         else:
             proctor = ProctorSession(proctor=identity.sub, exams=list(identity.exams))
             self.conn.send(self._welcome(proctor=proctor))
+        self._log.info("connected")
+        self._logged_connect = True
 
     async def _open_student(self, who: StudentIdentity) -> None:
         slot = self._options.slot
@@ -167,6 +173,11 @@ class Session:
 
     async def close(self) -> None:
         conn = self.conn
+        self._log.info(
+            "disconnected" if self._logged_connect else "refused",
+            reason=conn.close_reason or "client_closed",
+            code=conn.ws.close_code,
+        )
         self._hub.remove(conn)
         self._metrics.connections.labels(conn.identity.role).dec()
         self._publisher.connections = len(self._hub.all)

@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         own_prefix="PROCTOR_NOTIFIER__",
         argv=argv,
     )
-    configure_logging(settings.log_level, json=settings.log_json)
+    configure_logging(settings.log_level, json=settings.log_json, service="notifier")
     tune_gc(settings.gc_gen0_threshold)
     try:
         uvloop.run(serve(settings))

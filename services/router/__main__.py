@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         own_prefix="PROCTOR_ROUTER__",
         argv=argv,
     )
-    configure_logging(settings.log_level, json=settings.log_json)
+    configure_logging(settings.log_level, json=settings.log_json, service="router")
     tune_gc(settings.gc_gen0_threshold)
     _quiet_faust(settings.log_level)
     # A policy rather than uvloop.run: Faust's consumer runs its own loop in a thread, and

@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         own_prefix="PROCTOR_STATUS__",
         argv=argv,
     )
-    configure_logging(settings.log_level, json=settings.log_json)
+    configure_logging(settings.log_level, json=settings.log_json, service="status")
     tune_gc(settings.gc_gen0_threshold)
     try:
         uvloop.run(_run(settings))
