@@ -124,7 +124,7 @@ async def test_gateway_log_lines_are_json_name_the_service_and_never_the_token(
     async with asyncio.timeout(scaled(20)):
         await process.wait()
     text = log_path.read_text()
-    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    lines: list[dict[str, Any]] = [json.loads(line) for line in text.splitlines() if line.strip()]
 
     assert all(line["service"] == "gateway" for line in lines)
     assert all({"event", "level", "logger", "timestamp"} <= line.keys() for line in lines)
