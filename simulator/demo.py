@@ -28,6 +28,7 @@ from rich.table import Table
 from adapters.kafka_topics import ensure_topics
 from adapters.settings import CommonSettings
 from adapters.tokens import ProctorIdentity, StudentIdentity, TokenCodec
+from deploy import monitoring
 from services.gateway.settings import GatewayOptions
 from simulator.clients import ProctorBot, StudentBot, client_session, wall_ms
 from simulator.launcher import Cluster
@@ -41,6 +42,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between updates")
     parser.add_argument("--duration", type=float, default=0, help="seconds; 0 runs until Ctrl-C")
     parser.add_argument("--port", type=int, default=8080, help="first gateway port (+1 second)")
+    parser.add_argument("--monitoring", action="store_true", help="start infra/monitoring too")
     return parser.parse_args()
 
 
@@ -136,6 +138,12 @@ async def main_async(args: argparse.Namespace) -> None:
     )
     console.print(f"[bold]exam page as a student[/]: http://127.0.0.1:{args.port}/exam?token={you}")
     console.print(f"logs: {cluster.log_dir}; metrics: http://127.0.0.1:{args.port}/metrics")
+    ops_ports = {name: service.ops_port for name, service in cluster.services.items()}
+    graph = await asyncio.to_thread(monitoring.attach, ops_ports, "demo", start=args.monitoring)
+    console.print(
+        f"[bold]prometheus[/]: {graph}" if graph else "prometheus: off (--monitoring)",
+        soft_wrap=True,
+    )
     rng = random.Random(7)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -184,6 +192,7 @@ async def main_async(args: argparse.Namespace) -> None:
         for proctor in proctors:
             await proctor.close()
     console.print("stopping services ...")
+    monitoring.remove_targets("demo")
     await cluster.stop_all()
 
 

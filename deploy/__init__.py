@@ -1,0 +1,1 @@
+"""Deployment and operations as code: Prometheus rules, Grafana dashboards, scrape targets."""
