@@ -3,10 +3,12 @@
 Starts two gateways, the router, the status service and the notifier as separate
 processes on the real infrastructure, then runs an exam: tens of students spread over both
 gateways (status, progress, answers, away spells, a lost network, a closed tab, submits)
-and two proctors, one per gateway. Prints the proctor's live dashboard in the terminal and
-a token and URL so you can connect your own client, a link to the browser dashboard (signed in
-with the proctor's token) and a link to the demo exam page as one more student. Ctrl-C stops
-everything cleanly.
+and two proctors, one per gateway. Prints the proctor's live dashboard in the terminal,
+a proctor and a student token so you can connect your own client, a link to the browser
+dashboard (signed in with the proctor's token) and a link to the demo exam page as one more
+student, each whole on one line however narrow the terminal. Each run has its own topics,
+consumer groups, Redis keys and DynamoDB table (``--run-id``) and takes free ports when its
+own are busy, so two demos run side by side. Ctrl-C stops everything cleanly.
 """
 
 from __future__ import annotations
@@ -14,36 +16,152 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import random
 import signal
+import socket
 import time
+import uuid
 from collections import Counter
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
-from adapters.kafka_topics import ensure_topics
-from adapters.settings import CommonSettings
+from adapters.cli import plain_text
+from adapters.kafka_topics import delete_topics, ensure_topics
+from adapters.settings import CommonSettings, KafkaSettings
 from adapters.tokens import ProctorIdentity, StudentIdentity, TokenCodec
 from deploy import monitoring
 from services.gateway.settings import GatewayOptions
 from simulator.clients import ProctorBot, StudentBot, client_session, wall_ms
-from simulator.launcher import Cluster
+from simulator.launcher import Cluster, free_port
+from simulator.system import isolated_env
 
 ROOT = Path(__file__).resolve().parent.parent
+CLAIMS = ROOT / ".local" / "run" / "demo"
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/demo", description=plain_text(__doc__ or ""), epilog=SIDE_BY_SIDE
+    )
     parser.add_argument("--students", type=int, default=40)
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between updates")
     parser.add_argument("--duration", type=float, default=0, help="seconds; 0 runs until Ctrl-C")
-    parser.add_argument("--port", type=int, default=8080, help="first gateway port (+1 second)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        help="first gateway's port, the second's is the next (default 8080); 0, or a port"
+        " in use: any free ports",
+    )
+    parser.add_argument(
+        "--run-id",
+        help="names this demo's exam, topics, consumer groups, Redis keys and DynamoDB table"
+        " (default: demo-<time>-<random>, new each run)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the run's topics at the end (to audit it)"
+    )
     parser.add_argument("--monitoring", action="store_true", help="start infra/monitoring too")
-    return parser.parse_args()
+    return parser.parse_args(argv)
+
+
+SIDE_BY_SIDE = (
+    "Each run has its own topics, groups, keys and table, and takes free ports when 8080 is"
+    " busy, so two demos run side by side."
+)
+
+
+def gateway_ports(first: int, claims: ExitStack | None = None) -> tuple[int, int]:
+    """The two gateways' ports: ``first`` and the next if both are free, else any free ones.
+
+    With ``claims``, ``first`` is also claimed for as long as it stays open: a demo starting
+    alongside, which would see the ports free until this demo's gateways bind them, takes
+    others instead of racing them for the same ports.
+    """
+    if first and _claim(first, claims) and _free(first) and _free(first + 1):
+        return first, first + 1
+    return free_port(), free_port()
+
+
+def _claim(port: int, claims: ExitStack | None) -> bool:
+    if claims is None:
+        return True
+    CLAIMS.mkdir(parents=True, exist_ok=True)
+    lock = claims.enter_context((CLAIMS / f"port-{port}.lock").open("w"))
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        # As the gateway binds: a previous run's connections in TIME_WAIT do not hold the port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def new_run_id() -> str:
+    return f"demo-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:4]}"
+
+
+@dataclass(frozen=True)
+class Links:
+    """What the demo hands its watcher: tokens, and links that carry them."""
+
+    run_id: str
+    exam: str
+    proctor_gateway: str
+    http_ports: tuple[int, int]  # the student's gateway, the proctor's
+    proctor_token: str
+    student_token: str
+    log_dir: Path
+
+    def lines(self) -> list[tuple[str, str]]:
+        student_port, proctor_port = self.http_ports
+        return [
+            ("proctor token", self.proctor_token),
+            ("student token", self.student_token),
+            (
+                "dashboard",
+                f"http://127.0.0.1:{proctor_port}/?token={self.proctor_token}&exam={self.exam}",
+            ),
+            (
+                "exam page as a student",
+                f"http://127.0.0.1:{student_port}/exam?token={self.student_token}",
+            ),
+            ("watch it yourself", f"connect to {self.proctor_gateway}?token=<proctor token>"),
+            ("", f'and send {{"type":"subscribe","exam":"{self.exam}"}}'),
+            ("logs", str(self.log_dir)),
+            ("metrics", f"http://127.0.0.1:{student_port}/metrics"),
+            (
+                "audit it (with --keep)",
+                f"PROCTOR_KAFKA__EVENTS_TOPIC={self.run_id}.events"
+                f" proctor-audit export --exam {self.exam} --format html --out {self.exam}.html",
+            ),
+        ]
+
+
+def print_links(console: Console, links: Links) -> None:
+    # Whole lines, never wrapped at the terminal's width: a token or link copied from two
+    # lines comes back with a line break in it, and the gateway answers unauthorized.
+    for label, value in links.lines():
+        text = Text.assemble((f"{label}: ", "bold"), value) if label else Text("  " + value)
+        console.print(text, soft_wrap=True, highlight=False)
 
 
 def dashboard(exam: str, proctor: ProctorBot, urls: list[str]) -> Table:
@@ -101,28 +219,29 @@ async def run_student(
 
 async def main_async(args: argparse.Namespace) -> None:
     console = Console()
-    base = CommonSettings()
     options = GatewayOptions()
     codec = TokenCodec(options.token_secret, issuer=options.token_issuer)
-    await ensure_topics(base.kafka)
-    cluster = Cluster(
-        env={},
-        log_dir=ROOT / ".local" / "logs" / "demo",
-        gateway_ports={0: args.port, 1: args.port + 1},
+    run_id = args.run_id or new_run_id()
+    kafka = KafkaSettings.for_run(
+        run_id, bootstrap=CommonSettings().kafka.bootstrap, deliveries_partitions=2
     )
-    console.print("starting gateways 0 and 1, router, status, notifier ...")
+    await ensure_topics(kafka)
+    claims = ExitStack()  # held until the process ends
+    ports = gateway_ports(args.port, claims)
+    if args.port and ports[0] != args.port:
+        console.print(f"port {args.port} or {args.port + 1} is taken: using {ports[0]}, {ports[1]}")
+    cluster = Cluster(
+        env=isolated_env(run_id, kafka, secret=options.token_secret),
+        log_dir=ROOT / ".local" / "logs" / "demo" / run_id,
+        gateway_ports={0: ports[0], 1: ports[1]},
+    )
+    console.print(f"run {run_id}: starting gateways 0 and 1, router, status, notifier ...")
     await cluster.start()
-    exam = f"demo-{time.strftime('%H%M%S')}"
+    exam = run_id
     urls = [cluster.gateway_url(0), cluster.gateway_url(1)]
     proctor_token = codec.issue(
         ProctorIdentity(role="proctor", sub="proctor-ada", exams=(exam,), name="Ada")
     )
-    console.print(f"[bold]exam[/] {exam} with {args.students} students")
-    console.print(f"[bold]proctor token[/] {proctor_token}")
-    console.print(
-        f"[bold]watch it yourself[/]: connect to {urls[1]}?token=<proctor token> and send"
-    )
-    console.print(f'  {{"type":"subscribe","exam":"{exam}"}}')
     you = codec.issue(
         StudentIdentity(
             role="student",
@@ -133,13 +252,10 @@ async def main_async(args: argparse.Namespace) -> None:
             time_end=wall_ms() + 1_800_000,
         )
     )
-    console.print(
-        f"[bold]dashboard[/]: http://127.0.0.1:{args.port + 1}/?token={proctor_token}&exam={exam}"
-    )
-    console.print(f"[bold]exam page as a student[/]: http://127.0.0.1:{args.port}/exam?token={you}")
-    console.print(f"logs: {cluster.log_dir}; metrics: http://127.0.0.1:{args.port}/metrics")
+    console.print(f"[bold]exam[/] {exam} with {args.students} students")
+    print_links(console, Links(run_id, exam, urls[1], ports, proctor_token, you, cluster.log_dir))
     ops_ports = {name: service.ops_port for name, service in cluster.services.items()}
-    graph = await asyncio.to_thread(monitoring.attach, ops_ports, "demo", start=args.monitoring)
+    graph = await asyncio.to_thread(monitoring.attach, ops_ports, run_id, start=args.monitoring)
     console.print(
         f"[bold]prometheus[/]: {graph}" if graph else "prometheus: off (--monitoring)",
         soft_wrap=True,
@@ -192,12 +308,14 @@ async def main_async(args: argparse.Namespace) -> None:
         for proctor in proctors:
             await proctor.close()
     console.print("stopping services ...")
-    monitoring.remove_targets("demo")
+    monitoring.remove_targets(run_id)
     await cluster.stop_all()
+    if not args.keep:
+        await delete_topics(kafka)
 
 
-def main() -> None:
-    asyncio.run(main_async(parse_args()))
+def main(argv: Sequence[str] | None = None) -> None:
+    asyncio.run(main_async(parse_args(argv)))
 
 
 if __name__ == "__main__":
