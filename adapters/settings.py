@@ -70,8 +70,17 @@ class CommonSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     dynamo: DynamoSettings = DynamoSettings()
-    log_level: str = Field(default="INFO", description="structlog level")
-    log_json: bool = Field(default=False, description="JSON logs (for production collectors)")
+    log_level: str = Field(
+        default="INFO",
+        description="least level logged (DEBUG, INFO, WARNING, ERROR), libraries' records included",
+    )
+    log_json: bool = Field(
+        default=False,
+        description=(
+            "one JSON object per line on stderr, the libraries' records included, each with the"
+            " service's name (for production collectors); else readable key=value lines"
+        ),
+    )
     gc_gen0_threshold: int = Field(
         default=50_000,
         ge=0,
