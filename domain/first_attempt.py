@@ -16,9 +16,10 @@ as long as an attempt's number never changes, which it does not: ``student.conne
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from itertools import chain
 
 from schemas.views import StudentView
@@ -38,6 +39,67 @@ def supersedes(candidate: StudentView, holder: StudentView | None) -> bool:
     if holder.attempt == candidate.attempt:
         return holder.seq < candidate.seq
     return holder.attempt_no > candidate.attempt_no
+
+
+class LowestOffsets:
+    """Per partition, the lowest of the offsets some owners hold, kept up to date as they move.
+
+    Each owner (a waiting item) holds at most one offset per partition. The log's commit
+    floor is read at every commit while thousands of items wait for a write budget; taking
+    the minimum over all of them each time cost more than the rest of the service's
+    bookkeeping. Here a read is a heap top per partition: offsets an owner let go stay in the
+    heap until they reach the top and are dropped there.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[Hashable, dict[int, int]] = {}
+        self._counts: dict[int, dict[int, int]] = {}
+        self._heaps: dict[int, list[int]] = {}
+
+    def hold(self, owner: Hashable, positions: dict[int, int] | None) -> None:
+        """``owner`` now holds exactly ``positions`` (None or empty: nothing)."""
+        old = self._held.pop(owner, None)
+        if old == positions:
+            if old:
+                self._held[owner] = old
+            return
+        if old:
+            for partition, offset in old.items():
+                self._release(partition, offset)
+        if positions:
+            self._held[owner] = dict(positions)
+            for partition, offset in positions.items():
+                self._take(partition, offset)
+
+    def lowest(self) -> dict[int, int]:
+        lowest: dict[int, int] = {}
+        for partition, heap in self._heaps.items():
+            counts = self._counts.get(partition, {})
+            while heap and heap[0] not in counts:
+                heapq.heappop(heap)
+            if heap:
+                lowest[partition] = heap[0]
+        return lowest
+
+    def _take(self, partition: int, offset: int) -> None:
+        counts = self._counts.setdefault(partition, {})
+        held = counts.get(offset, 0)
+        counts[offset] = held + 1
+        if held == 0:
+            heap = self._heaps.setdefault(partition, [])
+            heapq.heappush(heap, offset)
+            if len(heap) > 2 * len(counts) + 64:
+                # Offsets let go below the top pile up; rebuild from what is held.
+                heap[:] = list(counts)
+                heapq.heapify(heap)
+
+    def _release(self, partition: int, offset: int) -> None:
+        counts = self._counts[partition]
+        held = counts[offset] - 1
+        if held:
+            counts[offset] = held
+        else:
+            del counts[offset]
 
 
 class FirstAttemptBuffer:
@@ -68,6 +130,8 @@ class FirstAttemptBuffer:
         # Per item, per partition (a later attempt may sit on another one): lowest offset.
         self._since: dict[ItemKey, dict[int, int]] = {}
         self._in_flight: dict[ItemKey, dict[int, int]] = {}
+        # Per item, the lower of the two above: what holds the log's commit back.
+        self._lowest = LowestOffsets()
         self._holders: OrderedDict[ItemKey, StudentView] = OrderedDict()
         self._memo_size = memo_size
         self.skipped = 0
@@ -97,7 +161,19 @@ class FirstAttemptBuffer:
             self._pending.move_to_end(key, last=False)
         if position is not None:
             _merge(self._since.setdefault(key, {}), {position[0]: position[1]})
+            self._sync(key)
         return True
+
+    def _sync(self, key: ItemKey) -> None:
+        """Re-register what ``key`` holds back after its positions changed."""
+        since = self._since.get(key)
+        flying = self._in_flight.get(key)
+        if since and flying:
+            combined = dict(since)
+            _merge(combined, flying)
+            self._lowest.hold(key, combined)
+        else:
+            self._lowest.hold(key, since or flying)
 
     def drain(self, limit: int | None = None) -> list[StudentView]:
         """The ``limit`` oldest staged items (all by default), now in flight until ``landed``."""
@@ -110,6 +186,7 @@ class FirstAttemptBuffer:
             since = self._since.pop(key, None)
             if since is not None:
                 _merge(self._in_flight.setdefault(key, {}), since)
+                self._sync(key)
             staged_at = self._staged_at.pop(key, None)
             if staged_at is not None:
                 self._flying_since[key] = min(self._flying_since.get(key, staged_at), staged_at)
@@ -118,8 +195,10 @@ class FirstAttemptBuffer:
     def landed(self, views: Iterable[StudentView]) -> None:
         """These writes are settled (written or refused): they no longer hold the log back."""
         for view in views:
-            self._in_flight.pop(item_key(view), None)
-            self._flying_since.pop(item_key(view), None)
+            key = item_key(view)
+            if self._in_flight.pop(key, None) is not None:
+                self._sync(key)
+            self._flying_since.pop(key, None)
 
     def restage(self, views: list[StudentView]) -> None:
         """Put back writes that did not land; newer staged states of the same item still win."""
@@ -129,6 +208,7 @@ class FirstAttemptBuffer:
             waiting_since = self._flying_since.pop(key, None)
             holder = self._holders.get(key)
             if holder is not None and not supersedes(view, holder):
+                self._sync(key)
                 continue  # it landed (or lost) before the flush was cut short: settled
             self._offer(view, None)
             if waiting_since is not None and key in self._pending:
@@ -136,6 +216,7 @@ class FirstAttemptBuffer:
             if since is not None:
                 # Kept even when a newer state won: that older change is still not written.
                 _merge(self._since.setdefault(key, {}), since)
+            self._sync(key)
 
     def oldest_wait_s(self) -> float:
         """How long the longest-waiting unwritten item has waited (0 when none waits)."""
@@ -144,19 +225,23 @@ class FirstAttemptBuffer:
 
     def floor(self) -> dict[int, int]:
         """Per partition, the lowest log offset whose change is not yet in DynamoDB."""
-        lowest: dict[int, int] = {}
-        for positions in (*self._since.values(), *self._in_flight.values()):
-            _merge(lowest, positions)
-        return lowest
+        return self._lowest.lowest()
 
     def forget_partitions(self, partitions: set[int]) -> None:
         """Their positions mean nothing once another worker owns them (views stay queued)."""
+        touched: set[ItemKey] = set()
         for by_item in (self._since, self._in_flight):
             for key, positions in list(by_item.items()):
-                for partition in partitions & positions.keys():
+                gone = partitions & positions.keys()
+                if not gone:
+                    continue
+                touched.add(key)
+                for partition in gone:
                     del positions[partition]
                 if not positions:
                     del by_item[key]
+        for key in touched:
+            self._sync(key)
 
     def note_holder(self, holder: StudentView) -> None:
         """Remember what the store holds for an item (after a write landed or was refused)."""

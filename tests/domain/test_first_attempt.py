@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 
@@ -164,3 +165,43 @@ def test_restage_of_a_write_that_already_landed_releases_its_position() -> None:
     buffer.restage(in_flight)
     assert buffer.floor() == {}
     assert len(buffer) == 0
+
+
+def _floor_by_scanning(buffer: FirstAttemptBuffer) -> dict[int, int]:
+    """The commit floor the slow, obvious way: the minimum over every waiting position."""
+    lowest: dict[int, int] = {}
+    for positions in (*buffer._since.values(), *buffer._in_flight.values()):
+        for partition, offset in positions.items():
+            lowest[partition] = min(offset, lowest.get(partition, offset))
+    return lowest
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_kept_floor_equals_the_minimum_over_every_waiting_change(seed: int) -> None:
+    rng = random.Random(seed)
+    buffer = FirstAttemptBuffer(memo_size=8)
+    offsets = {p: itertools.count(rng.randrange(100)) for p in range(3)}
+    flying: list[StudentView] = []
+    seqs = itertools.count(1)
+    for _ in range(600):
+        roll = rng.random()
+        if roll < 0.55:
+            partition = rng.randrange(3)
+            student = f"s{rng.randrange(12)}"
+            attempt = rng.choice(["a", "b"])
+            candidate = view(attempt, next(seqs), 1 + (attempt == "b"), student)
+            buffer.stage(candidate, (partition, next(offsets[partition])))
+        elif roll < 0.7:
+            flying.extend(buffer.drain(rng.randrange(4)))
+        elif roll < 0.8 and flying:
+            done = rng.sample(flying, rng.randrange(len(flying) + 1))
+            buffer.landed(done)
+            for landed in done:
+                buffer.note_holder(landed)
+            flying = [v for v in flying if v not in done]
+        elif roll < 0.9 and flying:
+            buffer.restage(flying)
+            flying = []
+        elif roll < 0.93:
+            buffer.forget_partitions({rng.randrange(3)})
+        assert buffer.floor() == _floor_by_scanning(buffer)
