@@ -178,8 +178,13 @@ class LivenessTracker:
     def connected_by_exam(self) -> dict[str, int]:
         """Per exam, its attempts with a connection open on a gateway believed alive."""
         counts: dict[str, int] = {}
+        lost = {key for key, gw in self._gateways.items() if gw.lost}
+        conns = self._conns
         for att in self._attempts.values():
-            if att.conns and self._live_gateways(att):
+            # Read for every attempt each second: no list of gateways built per attempt.
+            if att.conns and (
+                not lost or any((conns[c].slot, conns[c].instance) not in lost for c in att.conns)
+            ):
                 counts[att.exam] = counts.get(att.exam, 0) + 1
         return counts
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from domain.first_attempt import FirstAttemptBuffer
 from domain.offsets import OffsetLedger
 from schemas.views import StudentView
-from tests.domain.test_liveness import T0, Gateway, started, tick
+from tests.domain.test_liveness import T0, Gateway, run, started, tick
 
 
 def test_positions_are_where_reading_got_to_on_assigned_partitions_only() -> None:
@@ -62,3 +62,14 @@ def test_connected_students_are_counted_per_exam_while_their_gateway_lives() -> 
     gw.disconnect("a1", "c1", T0 + 30, "client_closed")
     tick(t, T0 + 40)
     assert t.connected_by_exam() == {"e1": 2}
+
+
+def test_students_of_a_lost_gateway_are_not_counted_connected() -> None:
+    t, gw = started()
+    gw.connect("a1", "c1", T0, interval_s=1.0)
+    gw.connect("a2", "c2", T0, interval_s=1.0)
+    run(t, gw, T0, T0 + 2_000, {"a1": 1_000, "a2": 1_000})
+    assert t.connected_by_exam() == {"e1": 2}
+    for now in range(T0 + 2_200, T0 + 6_000, 200):  # the gateway died after T0 + 2 s
+        tick(t, now)
+    assert t.connected_by_exam() == {}
