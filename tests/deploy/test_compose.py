@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +20,7 @@ from services.gateway.settings import GatewaySettings
 from tests.conftest import scaled
 from tests.deploy.support import (
     COMPOSE_FILE,
+    REPO,
     Doc,
     entry_points,
     env_names,
@@ -29,6 +33,7 @@ from tests.deploy.support import (
 
 IMAGE = "exam-proctoring:dev"
 INFRA = {"kafka", "redis", "dynamodb"}
+MONITORING = {"prometheus", "alertmanager", "grafana"}
 
 
 def _compose() -> Doc:
@@ -73,7 +78,7 @@ def _published(svc: Doc) -> list[tuple[str, int, int]]:
 
 
 def test_every_entry_point_runs_from_the_one_image() -> None:
-    assert set(SERVICES) == INFRA | {"init"} | set(RUNNING)
+    assert set(SERVICES) == INFRA | MONITORING | {"init"} | set(RUNNING)
     started = sorted(service_of(svc["command"]) or "" for svc in RUNNING.values())
     assert set(started) == entry_points()
     assert started.count("proctor-notifier") == 1, "one notifier: it judges every student"
@@ -193,3 +198,115 @@ async def test_healthcheck_command_passes_only_when_ready() -> None:
     finally:
         await runner.cleanup()
     assert await _healthcheck(argv, port) != 0  # nothing listens any more
+
+
+# -- monitoring and persistence ---------------------------------------------------------------
+
+
+def _mounts(svc: Doc) -> dict[str, str]:
+    """Container path -> source (a named volume, or a path relative to the compose file)."""
+    mounts = {}
+    for volume in svc.get("volumes", []):
+        source, target, *_ = str(volume).split(":")
+        mounts[target] = source
+    return mounts
+
+
+def _mounted_file(svc: Doc, container_path: str) -> Path:
+    """The repository file a service sees at ``container_path`` (a file or directory mount)."""
+    for target, source in _mounts(svc).items():
+        if container_path == target or container_path.startswith(target + "/"):
+            assert source.startswith("./"), f"{container_path} is not from the repository"
+            return REPO / source[2:] / container_path[len(target) :].lstrip("/")
+    raise AssertionError(f"nothing mounted at {container_path}")
+
+
+def _flag(svc: Doc, name: str) -> str:
+    [value] = [arg.split("=", 1)[1] for arg in svc["command"] if arg.startswith(f"{name}=")]
+    return str(value)
+
+
+def test_monitoring_images_are_pinned() -> None:
+    for name in MONITORING:
+        image = SERVICES[name]["image"]
+        assert re.fullmatch(r"[a-z/]+:v?\d+\.\d+\.\d+", image), f"{name}: {image}"
+
+
+def test_prometheus_scrapes_every_service_where_it_listens_under_the_rules_job_names() -> None:
+    prometheus = SERVICES["prometheus"]
+    config = yaml_documents(_mounted_file(prometheus, _flag(prometheus, "--config.file")))[0]
+    scraped = {
+        job["job_name"]: {t for group in job["static_configs"] for t in group["targets"]}
+        for job in config["scrape_configs"]
+    }
+    expected: dict[str, set[str]] = {}
+    for name, svc in RUNNING.items():
+        job = (service_of(svc["command"]) or "").removeprefix("proctor-")
+        expected.setdefault(job, set()).add(f"{name}:{listen(_settings(svc))[1]}")
+    assert {job: scraped.get(job) for job in expected} == expected
+    assert set(expected) == {"gateway", "router", "status", "notifier"}
+    # The alerting target and the rule files are the compose ones.
+    [alertmanager] = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert alertmanager == "alertmanager:9093"
+    [rules] = config["rule_files"]
+    rules_dir = _mounted_file(prometheus, rules.rsplit("/", 1)[0])
+    assert sorted(rules_dir.glob(rules.rsplit("/", 1)[1])) == sorted(
+        (REPO / "deploy" / "prometheus").glob("*-rules.yml")
+    )
+
+
+def _tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which(name)
+    assert binary, f"{name} not found: scripts/bootstrap installs it from Debian"
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_compose_prometheus_and_alertmanager_configs_are_valid() -> None:
+    prometheus, alertmanager = SERVICES["prometheus"], SERVICES["alertmanager"]
+    result = _tool(
+        "promtool",
+        "check",
+        "config",
+        "--syntax-only",
+        str(_mounted_file(prometheus, _flag(prometheus, "--config.file"))),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = _tool(
+        "amtool",
+        "check-config",
+        str(_mounted_file(alertmanager, _flag(alertmanager, "--config.file"))),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_grafana_is_provisioned_with_the_prometheus_and_the_generated_dashboards() -> None:
+    grafana = SERVICES["grafana"]
+    provisioning = "/etc/grafana/provisioning"
+    [datasources] = yaml_documents(
+        _mounted_file(grafana, f"{provisioning}/datasources/prometheus.yml")
+    )
+    [source] = datasources["datasources"]
+    assert source["type"] == "prometheus" and source["isDefault"]
+    assert source["url"] == "http://prometheus:9090"
+    assert {target for _, _, target in _published(SERVICES["prometheus"])} == {9090}
+    [providers] = yaml_documents(
+        _mounted_file(grafana, f"{provisioning}/dashboards/proctoring.yml")
+    )
+    [provider] = providers["providers"]
+    dashboards = _mounted_file(grafana, provider["options"]["path"])
+    assert dashboards == REPO / "deploy" / "grafana" / "dashboards"
+    assert {p.stem for p in dashboards.glob("*.json")} >= {"overview", "exam-day"}
+    home = _env(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert _mounted_file(grafana, home).is_file()
+
+
+def test_kafka_and_dynamodb_keep_their_data_in_named_volumes() -> None:
+    declared = set(_compose().get("volumes", {}))
+    kafka = SERVICES["kafka"]
+    log_dirs = kafka["environment"]["KAFKA_LOG_DIRS"]
+    assert _mounts(kafka).get(log_dirs) in declared
+    dynamodb = SERVICES["dynamodb"]
+    command = dynamodb["command"]
+    assert "-inMemory" not in command
+    db_path = command[command.index("-dbPath") + 1]
+    assert _mounts(dynamodb).get(db_path) in declared
