@@ -138,6 +138,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     app[REVOCATIONS] = RedisRevocations(client, settings.redis)
     app[GUARDS] = Guards(client, settings.redis, settings.gateway, app[METRICS])
     yield
+    await app[GUARDS].close()
     await client.aclose()
 
 

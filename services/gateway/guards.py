@@ -5,17 +5,25 @@ blinked: without the id check a reused id is still dropped by the views (the bug
 check exists to report), and without the connect limit churn costs log records, not
 correctness. After a failure both checks are skipped for ``guard_retry_s`` so a dead Redis
 does not add its timeout to every frame.
+
+Id checks are batched: every frame needs one, and one Redis call per frame each took a
+pooled connection. Under load the pool ran dry (``MaxConnectionsError``), which switched the
+check off for ``guard_retry_s`` at a time, exactly when it mattered. Now the checks asked
+for while a batch is out wait for the next one, and each batch is a single pipeline on a
+single connection: one round trip, in arrival order, so two copies of one id in a batch
+still meet as first and resend.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from enum import Enum
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from adapters.settings import RedisSettings
 from adapters.tokens import Identity, StudentIdentity
@@ -65,6 +73,14 @@ class IdClaim(Enum):
 _CLAIMS = {0: IdClaim.NEW, 1: IdClaim.RESEND, 2: IdClaim.REUSED}
 
 
+@dataclass(slots=True)
+class _Claim:
+    scope: str
+    frame_id: str
+    fingerprint: str
+    answer: asyncio.Future[IdClaim]
+
+
 class Guards:
     def __init__(
         self,
@@ -77,31 +93,92 @@ class Guards:
         self._timeout_s = redis.timeout_s
         self._options = options
         self._metrics = metrics
-        self._claim_id = client.register_script(_CLAIM_ID)
+        self._client = client
+        self._claim_sha = client.register_script(_CLAIM_ID).sha
         self._count_connect = client.register_script(_COUNT_CONNECT)
         self._skip_until = 0.0
+        self._claims: list[_Claim] = []
+        self._claimer: asyncio.Task[None] | None = None
 
     async def claim_id(self, scope: str, frame_id: str, fingerprint: str) -> IdClaim:
         """Remember ``frame_id`` with its content in ``scope``, or compare with what was."""
         if self._skipping("id"):
             return IdClaim.UNCHECKED
-        # A hash tag keeps both keys of a scope in one Redis Cluster slot for the script.
-        base = f"{self._prefix}ids:{{{scope}}}"
+        answer: asyncio.Future[IdClaim] = asyncio.get_running_loop().create_future()
+        self._claims.append(_Claim(scope, frame_id, fingerprint, answer))
+        if self._claimer is None:
+            self._claimer = asyncio.create_task(self._send_claims())
         try:
             async with asyncio.timeout(self._timeout_s):
-                code = await self._claim_id(
-                    keys=[f"{base}:fp", f"{base}:order"],
-                    args=[
-                        frame_id,
-                        fingerprint,
-                        self._options.id_memory,
-                        self._options.id_memory_ttl_s,
-                    ],
-                )
-        except (TimeoutError, OSError, RedisError) as exc:
+                return await answer
+        except TimeoutError as exc:
             self._failed("id", exc)
             return IdClaim.UNCHECKED
-        return _CLAIMS[int(code)]
+
+    async def close(self) -> None:
+        claimer, self._claimer = self._claimer, None
+        if claimer is not None:
+            claimer.cancel()
+            await asyncio.gather(claimer, return_exceptions=True)
+
+    async def _send_claims(self) -> None:
+        batch: list[_Claim] = []
+        try:
+            while self._claims:
+                batch, self._claims = self._claims, []
+                try:
+                    async with asyncio.timeout(self._timeout_s):
+                        answers = await self._claim_batch(batch)
+                except (TimeoutError, OSError, RedisError) as exc:
+                    self._failed("id", exc, frames=len(batch))
+                    answers = [IdClaim.UNCHECKED] * len(batch)
+                for claim, answer in zip(batch, answers, strict=True):
+                    if not claim.answer.done():
+                        claim.answer.set_result(answer)
+                batch = []
+        finally:
+            # Shutting down: whoever still waits goes on unchecked (fail open), not cancelled,
+            # which its own task would take for its own cancellation.
+            self._claimer = None
+            for claim in (*batch, *self._claims):
+                if not claim.answer.done():
+                    claim.answer.set_result(IdClaim.UNCHECKED)
+            self._claims = []
+
+    async def _claim_batch(self, batch: list[_Claim]) -> list[IdClaim]:
+        results = await self._pipeline(batch)
+        if any(isinstance(result, NoScriptError) for result in results):
+            # Redis restarted or was flushed: load the script once, then the batch again.
+            await self._client.script_load(_CLAIM_ID)
+            results = await self._pipeline(batch)
+        answers = []
+        for result in results:
+            answer = _CLAIMS.get(result) if isinstance(result, int) else None
+            if answer is None:
+                self._metrics.guard_unchecked.labels("id").inc()
+                log.warning("id_check_failed_open", answer=repr(result))
+                answer = IdClaim.UNCHECKED
+            answers.append(answer)
+        return answers
+
+    async def _pipeline(self, batch: list[_Claim]) -> list[object]:
+        pipe = self._client.pipeline(transaction=False)
+        memory, ttl = self._options.id_memory, self._options.id_memory_ttl_s
+        for claim in batch:
+            # A hash tag keeps both keys of a scope in one Redis Cluster slot for the script.
+            base = f"{self._prefix}ids:{{{claim.scope}}}"
+            pipe.evalsha(
+                self._claim_sha,
+                2,
+                f"{base}:fp",
+                f"{base}:order",
+                claim.frame_id,
+                claim.fingerprint,
+                memory,
+                ttl,
+            )
+        results: list[object] = await pipe.execute(raise_on_error=False)
+        return results
 
     async def connect_retry_after_ms(self, identity: Identity) -> int | None:
         """Count a connect of this attempt (proctor); milliseconds to wait if over the limit."""
@@ -131,7 +208,7 @@ class Guards:
             return True
         return False
 
-    def _failed(self, check: str, exc: BaseException) -> None:
+    def _failed(self, check: str, exc: BaseException, *, frames: int = 1) -> None:
         self._skip_until = time.monotonic() + self._options.guard_retry_s
-        self._metrics.guard_unchecked.labels(check).inc()
+        self._metrics.guard_unchecked.labels(check).inc(frames)
         log.warning("guard_check_failed_open", check=check, error=repr(exc))

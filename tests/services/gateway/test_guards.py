@@ -1,0 +1,98 @@
+"""The id check against the real Redis: batched, in order, never switched off by load."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+from redis import asyncio as aioredis
+
+from adapters.settings import CommonSettings, RedisSettings
+from services.gateway.guards import Guards, IdClaim
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.settings import GatewayOptions
+
+pytestmark = pytest.mark.integration
+
+
+def unchecked(metrics: GatewayMetrics) -> float:
+    value: float = metrics.guard_unchecked.labels("id")._value.get()
+    return value
+
+
+@pytest.fixture
+async def small_pool(settings: CommonSettings) -> AsyncIterator[aioredis.Redis]:
+    # Two connections for hundreds of frames: one call per frame ran this dry under load.
+    client = aioredis.Redis.from_url(settings.redis.url, max_connections=2)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def guards(
+    small_pool: aioredis.Redis, settings: CommonSettings
+) -> AsyncIterator[tuple[Guards, GatewayMetrics]]:
+    metrics = GatewayMetrics(CollectorRegistry())
+    guards = Guards(small_pool, settings.redis, GatewayOptions(), metrics)
+    yield guards, metrics
+    await guards.close()
+
+
+async def test_many_frames_at_once_are_all_checked_through_a_small_pool(
+    guards: tuple[Guards, GatewayMetrics],
+) -> None:
+    guard, metrics = guards
+    first = await asyncio.gather(
+        *(guard.claim_id(f"att-{n % 40}", f"f{n}", "content") for n in range(400))
+    )
+    assert set(first) == {IdClaim.NEW}
+    again = await asyncio.gather(
+        *(guard.claim_id(f"att-{n % 40}", f"f{n}", "content") for n in range(400)),
+        *(guard.claim_id(f"att-{n % 40}", f"f{n}", "other") for n in range(400)),
+    )
+    assert again[:400] == [IdClaim.RESEND] * 400
+    assert again[400:] == [IdClaim.REUSED] * 400
+    assert unchecked(metrics) == 0
+
+
+async def test_two_copies_of_one_id_in_a_batch_meet_as_first_and_resend(
+    guards: tuple[Guards, GatewayMetrics],
+) -> None:
+    guard, _ = guards
+    answers = list(
+        await asyncio.gather(
+            guard.claim_id("att-1", "dup", "content"),
+            guard.claim_id("att-1", "dup", "content"),
+            guard.claim_id("att-1", "dup", "changed"),
+        )
+    )
+    assert answers == [IdClaim.NEW, IdClaim.RESEND, IdClaim.REUSED]
+
+
+async def test_a_flushed_script_cache_is_reloaded_not_skipped(
+    guards: tuple[Guards, GatewayMetrics], small_pool: aioredis.Redis
+) -> None:
+    guard, metrics = guards
+    assert await guard.claim_id("att-2", "a", "x") is IdClaim.NEW
+    await small_pool.script_flush()  # what a Redis restart does to loaded scripts
+    assert await guard.claim_id("att-2", "a", "x") is IdClaim.RESEND
+    assert await guard.claim_id("att-2", "b", "x") is IdClaim.NEW
+    assert unchecked(metrics) == 0
+
+
+async def test_a_dead_redis_leaves_frames_unchecked_and_is_skipped_a_while() -> None:
+    client = aioredis.Redis.from_url("redis://127.0.0.1:9/0", socket_connect_timeout=1)
+    metrics = GatewayMetrics(CollectorRegistry())
+    guard = Guards(client, RedisSettings(timeout_s=1.0), GatewayOptions(guard_retry_s=30), metrics)
+    try:
+        answers = await asyncio.gather(*(guard.claim_id("att", f"f{n}", "x") for n in range(5)))
+        assert answers == [IdClaim.UNCHECKED] * 5
+        # Skipped now: answered at once, without a connection attempt.
+        async with asyncio.timeout(0.05):
+            assert await guard.claim_id("att", "late", "x") is IdClaim.UNCHECKED
+        assert unchecked(metrics) == 6
+    finally:
+        await guard.close()
+        await client.aclose()
