@@ -50,6 +50,7 @@ class StudentBot:
     welcome: dict[str, Any] | None = None
     send_heartbeats: bool = True
     _ws: aiohttp.ClientWebSocketResponse | None = None
+    _last_sent: float = 0.0  # loop time of the last frame sent on this connection
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _welcomed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -62,7 +63,13 @@ class StudentBot:
         self._tasks.append(asyncio.create_task(self._heartbeat(self._ws)))
         # Resend whatever the last connection did not get acknowledged, in order.
         for frame in list(self.unacked.values()):
+            await self._transmit(frame)
+
+    async def _transmit(self, frame: bytes) -> None:
+        """Send on the open connection, if any; every frame counts as a heartbeat."""
+        if self._ws is not None and not self._ws.closed:
             await self._ws.send_bytes(frame)
+            self._last_sent = asyncio.get_running_loop().time()
 
     @property
     def connected(self) -> bool:
@@ -95,8 +102,7 @@ class StudentBot:
         frame = orjson.dumps({"type": kind, "id": event_id, "seq": self.seq, "ts": sent, **fields})
         self.unacked[event_id] = frame
         self.sent_at[self.seq] = sent
-        if self._ws is not None and not self._ws.closed:
-            await self._ws.send_bytes(frame)
+        await self._transmit(frame)
         return self.seq
 
     async def set_status(self, status: str) -> int:
@@ -147,10 +153,20 @@ class StudentBot:
                         self.paused = False
 
     async def _heartbeat(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """One right after welcome, then one whenever a whole interval passed with nothing else
+        sent (any frame keeps the student online, protocol §8), like ``web/client/student.js``."""
+        loop = asyncio.get_running_loop()
         while not ws.closed:
+            wait = self._last_sent + self.heartbeat_interval_s - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
             if self.send_heartbeats:
-                await ws.send_bytes(b'{"type":"heartbeat"}')
-            await asyncio.sleep(self.heartbeat_interval_s)
+                await ws.send_bytes(_HEARTBEAT)
+            self._last_sent = loop.time()
+
+
+_HEARTBEAT = b'{"type":"heartbeat"}'
 
 
 @dataclass

@@ -2,10 +2,10 @@
 
 Each worker process runs its own uvloop event loop with its share of ``StudentBot`` s over
 real WebSockets: join (spread over a window), one status/progress update per student per
-interval with jitter (sometimes away/active or an answer, see ``StudentBot.step``),
-heartbeats at the server's interval, a submit at the end. Workers share one schedule in
-wall-clock time (one machine, one clock) and hand back what they sent; the parent's
-proctors record every row they receive; ``simulator.accounting`` matches the two.
+interval with jitter (sometimes away/active or an answer, see ``StudentBot.step``), a
+heartbeat after each interval without any other frame, a submit at the end. Workers share
+one schedule in wall-clock time (one machine, one clock) and hand back what they sent; the
+parent's proctors record every row they receive; ``simulator.accounting`` matches the two.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ progress, sometimes an answer, sometimes away/active; no submit burst at the end
 - S1: 1,000 students, 200 updates/s; S2: 10,000 students and 200 proctors, 2,000 updates/s;
   S3: 1,000 students, 500, 1,000, 2,000 and 4,000 updates/s, one step each.
 - *This project*: two gateways, router, status, notifier as processes on fresh topics, the
-  real protocol (acks, resends, heartbeats at the announced 5 s). Each exam's proctor is on
-  gateway ``exam % 2``; 35 of its 50 students are on the other gateway.
+  real protocol (acks, resends, a heartbeat after 5 s without any other frame). Each exam's
+  proctor is on gateway ``exam % 2``; 35 of its 50 students are on the other gateway.
 - *Seed design* (``simulator.peer_seed``): ``node server.js`` with two cluster workers and
   its own ``redis-server``; the same placement, on workers instead of gateways.
 
@@ -232,8 +232,7 @@ class ProjectStudent(StudentBot):
         )
         self.unacked[event_id] = frame
         self.sent_at[self.seq] = sent
-        if self._ws is not None and not self._ws.closed:
-            await self._ws.send_bytes(frame)
+        await self._transmit(frame)
         return self.seq
 
 

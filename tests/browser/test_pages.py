@@ -169,3 +169,36 @@ async def test_dashboard_says_when_its_view_is_stale_and_when_it_is_live(
     # Live again for real: an update made now reaches the card.
     await student.evaluate("window.__setTabHidden(true)")
     await expect(card).to_have_attribute("data-state", "away", timeout=scaled(5) * MS)
+
+
+async def test_the_exam_page_sends_heartbeats_only_when_it_sends_nothing_else(
+    browser: BrowserContext, system: System
+) -> None:
+    page = await browser.new_page()
+    sent: list[tuple[float, str]] = []
+    page.on(
+        "websocket",
+        lambda ws: ws.on(
+            "framesent", lambda payload: sent.append((time.monotonic(), str(payload)))
+        ),
+    )
+    await page.goto(exam_url(system.cluster, 0, student_token("web-hb", "web-hb1", "Ada")))
+    await expect(page.get_by_test_id("connection")).to_have_text("open", timeout=scaled(15) * MS)
+
+    def heartbeats(since: float, until: float) -> list[float]:
+        return [at for at, frame in sent if since <= at < until and '"heartbeat"' in frame]
+
+    # Busy: a frame every 300 ms, so the 1 s heartbeat interval never passes in silence.
+    busy_from = time.monotonic()
+    for n in range(10):
+        await page.evaluate(f"window.examClient.progress({{answered: {n}, total: 20}})")
+        await page.wait_for_timeout(300)
+    busy_until = time.monotonic()
+    assert heartbeats(busy_from + 0.5, busy_until) == []
+
+    # Quiet: a heartbeat once an interval has passed with nothing else sent, and no longer gap.
+    await page.wait_for_timeout(3_500)
+    quiet = heartbeats(busy_until, time.monotonic())
+    assert len(quiet) >= 2
+    gaps = [b - a for (a, _), (b, _) in zip(sent, sent[1:], strict=False) if a >= busy_from]
+    assert max(gaps) <= scaled(1.5)

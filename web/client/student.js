@@ -89,7 +89,6 @@ export class StudentClient {
     window.removeEventListener("focus", this._onVisibility);
     window.removeEventListener("blur", this._onVisibility);
     for (const key of Object.keys(this._timers)) clearTimeout(this._timers[key]);
-    clearInterval(this._timers.heartbeat);
     if (this.ws) this.ws.close(1000);
     this._setConnection("closed");
   }
@@ -154,7 +153,21 @@ export class StudentClient {
   }
 
   _send(frame) {
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(JSON.stringify(frame));
+      this._armHeartbeat();
+    }
+  }
+
+  // Any frame keeps the student online (protocol §8), so a heartbeat goes out only after a
+  // whole interval with nothing else sent: never more than one interval of silence, and no
+  // heartbeat beside a page that is sending anyway.
+  _armHeartbeat() {
+    clearTimeout(this._timers.heartbeat);
+    this._timers.heartbeat = setTimeout(
+      () => this._send({ type: "heartbeat" }),
+      this.heartbeatIntervalS * 1000,
+    );
   }
 
   // -- focus: Page Visibility API plus window focus, debounced ---------------------------
@@ -201,7 +214,7 @@ export class StudentClient {
 
   _onClose(ws, close) {
     if (ws !== this.ws) return;
-    clearInterval(this._timers.heartbeat);
+    clearTimeout(this._timers.heartbeat);
     clearTimeout(this._timers.stable);
     if (this.stopped) return;
     if (close.code === 4009) return this._setConnection("superseded", { code: close.code });
@@ -243,7 +256,6 @@ export class StudentClient {
     this._save();
     this._setConnection("open", { conn: frame.conn });
     this._send({ type: "heartbeat" });
-    this._timers.heartbeat = setInterval(() => this._send({ type: "heartbeat" }), this.heartbeatIntervalS * 1000);
     this._timers.stable = setTimeout(() => (this.failures = 0), STABLE_AFTER_MS);
     for (const pending of this.unacked) this._send(pending);
     // The focus may have changed while disconnected; the server must know the current one.
