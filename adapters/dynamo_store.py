@@ -323,6 +323,8 @@ class DynamoStatusStore:
             await self._request("DeleteTable", {"TableName": self._table})
         except TableNotFound:
             pass
+        except (AIODynamoError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise StatusStoreUnavailable(f"delete {self._table}: {exc!r}") from exc
 
 
 def _error_body(exc: BaseException) -> Mapping[str, Any]:
