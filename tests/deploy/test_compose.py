@@ -46,14 +46,23 @@ PROCTOR = {name: svc for name, svc in SERVICES.items() if svc.get("image") == IM
 RUNNING = {name: svc for name, svc in PROCTOR.items() if service_of(svc["command"])}
 
 
+# Variables compose requires (``${VAR:?message}``): what an operator sets, for the tests.
+REQUIRED = {"PROCTOR_TOKEN_SECRET": "operator-chosen-secret-0123456789abcdef0123456789"}
+
+
 def _interpolate(value: Any) -> str:
-    """Compose's ``${VAR:-default}`` with VAR unset, as on a fresh checkout."""
+    """Compose's ``${VAR:-default}`` with VAR unset, as on a fresh checkout; ``${VAR:?..}``
+    (required) with what an operator would have set."""
 
     def default(match: re.Match[str]) -> str:
-        assert match.group(2) is not None, f"{match.group(0)} has no default"
-        return match.group(2)
+        name, kind, text = match.group(1), match.group(2), match.group(3)
+        if kind == "?":
+            assert name in REQUIRED, f"{match.group(0)}: required, but not in REQUIRED"
+            return REQUIRED[name]
+        assert kind == "-", f"{match.group(0)} has no default"
+        return str(text)
 
-    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", default, str(value))
+    return re.sub(r"\$\{(\w+)(?::([-?])([^}]*))?\}", default, str(value))
 
 
 def _env(svc: Doc) -> dict[str, str]:
@@ -298,6 +307,18 @@ def test_grafana_is_provisioned_with_the_prometheus_and_the_generated_dashboards
     assert {p.stem for p in dashboards.glob("*.json")} >= {"overview", "exam-day"}
     home = _env(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert _mounted_file(grafana, home).is_file()
+
+
+def test_the_token_secret_has_no_default() -> None:
+    # A well-known default key lets anyone mint tokens; compose must refuse to start instead.
+    secrets = {
+        name: svc["environment"]["PROCTOR_GATEWAY__TOKEN_SECRET"]
+        for name, svc in RUNNING.items()
+        if "PROCTOR_GATEWAY__TOKEN_SECRET" in svc.get("environment", {})
+    }
+    assert secrets, "no service gets the token secret"
+    for name, secret in secrets.items():
+        assert re.fullmatch(r"\$\{PROCTOR_TOKEN_SECRET:\?[^}]+\}", secret), name
 
 
 def test_kafka_and_dynamodb_keep_their_data_in_named_volumes() -> None:
