@@ -39,6 +39,7 @@ SECRET_TEMPLATE = "token-secret.template.yaml"
 WORKLOAD_KINDS = {"Deployment", "StatefulSet"}
 # Values a container gets from elsewhere than its manifest: a Secret the operator creates.
 SECRET_STAND_IN = "s" * 48
+CONFIG_MAP = "proctor-config"
 
 MANIFEST_FILES = sorted(p for p in K8S_DIR.glob("*.yaml") if p.name != KUSTOMIZATION)
 
@@ -51,7 +52,32 @@ OBJECTS = _objects()
 APPLIED = [(name, doc) for name, doc in OBJECTS if name != SECRET_TEMPLATE]
 
 
+def _generated_config_map() -> Doc:
+    """The ConfigMap kustomize generates from config.env (its name gets a content hash)."""
+    (kustomization,) = yaml_documents(K8S_DIR / KUSTOMIZATION)
+    (generator,) = kustomization["configMapGenerator"]
+    data: dict[str, str] = {}
+    for env_file in generator["envs"]:
+        for line in (K8S_DIR / env_file).read_text().splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                key, _, value = line.partition("=")
+                assert key and _ == "=", f"{env_file}: not KEY=value: {line!r}"
+                data[key] = value
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": generator["name"],
+            "namespace": kustomization["namespace"],
+            "labels": generator["options"]["labels"],
+        },
+        "data": data,
+    }
+
+
 def _find(kind: str, name: str) -> Doc:
+    if (kind, name) == ("ConfigMap", CONFIG_MAP):
+        return _generated_config_map()
     found = [d for _, d in OBJECTS if d["kind"] == kind and d["metadata"]["name"] == name]
     assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
     return found[0]
@@ -118,6 +144,22 @@ def test_every_manifest_is_valid_for_kubernetes(file: str, doc: Doc, version: st
     # strict: unknown fields (typos) fail too, instead of being dropped by the API server.
     validated = kubernetes_validate.validate(doc, version, strict=True)
     assert validated == version
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_generated_config_map_is_valid_for_kubernetes(version: str) -> None:
+    config = _generated_config_map()
+    assert kubernetes_validate.validate(config, version, strict=True) == version
+    assert all(value == value.strip() and '"' not in value for value in config["data"].values())
+
+
+def test_every_workload_reads_the_generated_config_map_so_an_edit_rolls_it() -> None:
+    # kustomize rewrites these references to proctor-config-<hash>: a new hash, a new pod
+    # template, a rollout. A reference under any other name would never see an edit.
+    for owner, container in _containers():
+        refs = [source["configMapRef"]["name"] for source in container.get("envFrom", [])]
+        assert refs == [CONFIG_MAP], owner
+    assert not [doc for _, doc in OBJECTS if doc["kind"] == "ConfigMap"]
 
 
 def test_validator_rejects_a_misspelt_field() -> None:
