@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
 from adapters.kafka_clients import durable_producer, reader
-from adapters.ops_http import add_ops_routes
+from adapters.ops_http import add_ops_routes, start_ops_server
 from adapters.revocations import RedisRevocations
 from adapters.snapshot_store import RedisSnapshotStore, SnapshotStore
 from adapters.tokens import TokenCodec, TokenError
@@ -92,7 +92,23 @@ def create_app(
     app.on_shutdown.append(_close_connections)
     app.router.add_get("/ws", websocket_endpoint)
     lifecycle = app[LIFECYCLE]
-    add_ops_routes(app, registry, lambda: lifecycle.ready and not lifecycle.shutting_down)
+
+    def ready() -> bool:
+        return lifecycle.ready and not lifecycle.shutting_down
+
+    options = settings.gateway
+    if options.ops_port is None:
+        add_ops_routes(app, registry, ready)
+    else:
+        ops_port = options.ops_port
+
+        async def ops_server(_: web.Application) -> AsyncIterator[None]:
+            # First up and last down: probes get answers while the rest starts and drains.
+            runner = await start_ops_server(registry, ready, host=options.ops_host, port=ops_port)
+            yield
+            await runner.cleanup()
+
+        app.cleanup_ctx.insert(0, ops_server)
     if settings.gateway.web_root is not None and settings.gateway.web_root.is_dir():
         add_web_routes(app, settings.gateway.web_root)
     return app

@@ -17,7 +17,20 @@ class GatewayOptions(BaseModel):
         description="this process's identity; a new one per start",
     )
     host: str = Field(default="127.0.0.1", description="listen address")
-    port: int = Field(default=8080, description="listen port (WebSocket, health, metrics)")
+    port: int = Field(
+        default=8080,
+        description="public port: WebSocket and web pages (and the ops routes, unless ops_port)",
+    )
+    ops_host: str = Field(default="127.0.0.1", description="bind address of the private ops port")
+    ops_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description=(
+            "private port for /healthz /readyz /metrics, off the public port (0: any free port);"
+            " null: served on the public port beside /ws (one port for local runs)"
+        ),
+    )
     tls_cert: str | None = Field(default=None, description="PEM certificate: serve wss")
     tls_key: str | None = Field(default=None, description="PEM private key for tls_cert")
     token_secret: str = Field(

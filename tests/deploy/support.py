@@ -105,7 +105,10 @@ def load_settings(settings: type[S], env: Mapping[str, str]) -> S:
 def listen(settings: CommonSettings) -> tuple[str, int]:
     """Where the process serves /healthz /readyz /metrics."""
     if isinstance(settings, GatewaySettings):
-        return settings.gateway.host, settings.gateway.port
+        options = settings.gateway
+        if options.ops_port is None:
+            return options.host, options.port
+        return options.ops_host, options.ops_port
     if isinstance(settings, RouterSettings):
         return settings.router.ops_host, settings.router.ops_port
     if isinstance(settings, StatusSettings):
@@ -113,6 +116,13 @@ def listen(settings: CommonSettings) -> tuple[str, int]:
     if isinstance(settings, NotifierSettings):
         return settings.notifier.ops_host, settings.notifier.ops_port
     raise AssertionError(f"{type(settings).__name__} serves no ops endpoints")
+
+
+def public_port(settings: CommonSettings) -> int | None:
+    """The port clients connect to (the gateway's WebSocket), when it is not the ops port."""
+    if isinstance(settings, GatewaySettings) and settings.gateway.ops_port is not None:
+        return settings.gateway.port
+    return None
 
 
 def yaml_documents(path: Path) -> list[Doc]:

@@ -24,6 +24,7 @@ from tests.deploy.support import (
     env_names,
     listen,
     load_settings,
+    public_port,
     quantity,
     service_of,
     settings_for,
@@ -243,15 +244,32 @@ def test_probes_scrapes_and_ports_match_where_each_service_listens() -> None:
         owner = workload["metadata"]["name"]
         template = workload["spec"]["template"]
         (container,) = template["spec"]["containers"]
-        host, port = listen(_effective_settings(container))
+        settings = _effective_settings(container)
+        host, port = listen(settings)
         assert host == "0.0.0.0", f"{owner} listens on {host}: unreachable for probes"
-        assert [p["containerPort"] for p in container["ports"]] == [port], owner
+        public = public_port(settings)
+        expected = [port] if public is None else [public, port]
+        assert [p["containerPort"] for p in container["ports"]] == expected, owner
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             assert _named_port(container, container[probe]["httpGet"]["port"]) == port, owner
         annotations = template["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true", owner
         assert annotations["prometheus.io/port"] == str(port), owner
         assert annotations["prometheus.io/path"] == "/metrics", owner
+
+
+def test_the_gateway_services_expose_the_websocket_but_not_the_ops_port() -> None:
+    (container,) = _gateway()["spec"]["template"]["spec"]["containers"]
+    settings = _effective_settings(container)
+    _, ops = listen(settings)
+    assert public_port(settings) is not None, "the gateway's ops routes are on its public port"
+    exposed = [
+        _named_port(container, port["targetPort"])
+        for _, doc in APPLIED
+        if doc["kind"] == "Service" and doc["metadata"]["name"].startswith("proctor-gateway")
+        for port in doc["spec"]["ports"]
+    ]
+    assert exposed and ops not in exposed
 
 
 def test_workloads_run_every_entry_point_once() -> None:
