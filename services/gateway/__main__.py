@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import ssl
 from collections.abc import Sequence
 
@@ -13,7 +12,6 @@ from adapters.cli import service_settings
 from adapters.gc_tuning import tune_gc
 from adapters.logs import configure_logging
 from services.gateway.app import METRICS, create_app, server_options
-from services.gateway.refusal_log import RefusalLog
 from services.gateway.settings import GatewaySettings
 
 
@@ -40,9 +38,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         port=options.port,
         ssl_context=ssl_context,
         shutdown_timeout=options.shutdown_grace_s,
-        # Not an access log: only refused WebSocket connections are logged (RefusalLog).
-        access_log=logging.getLogger("aiohttp.access"),
-        access_log_class=RefusalLog,
+        # No access log: connections are logged by the gateway (connected, disconnected,
+        # refused, with exam and attempt), and a line per request would carry the token.
+        access_log=None,
         print=None,
         loop=uvloop.new_event_loop(),
         **server_options(options),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,11 @@ from adapters.kafka_clients import durable_producer, reader
 from adapters.ops_http import add_ops_routes, start_ops_server
 from adapters.revocations import RedisRevocations
 from adapters.snapshot_store import RedisSnapshotStore, SnapshotStore
-from adapters.tokens import TokenCodec, TokenError
+from adapters.tokens import Identity, TokenCodec, TokenError
 from schemas.frames import ErrorFrame
 from schemas.presence import GatewayUp, gateway_key
 from services.gateway import protocol
+from services.gateway.connection_log import expired_claims, who
 from services.gateway.connections import (
     CLOSE_GOING_AWAY,
     CLOSE_TOO_MANY_CONNECTS,
@@ -248,6 +249,7 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
         heartbeat=None,
     )
     await ws.prepare(request)
+    identity: Identity | None = None
     try:
         identity = app[CODEC].verify(token_from(request))
         if (problem := protocol.claims_problem(identity)) is not None:
@@ -257,7 +259,13 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
     except TokenError as exc:
         app[METRICS].frames_rejected.labels(exc.code).inc()
         refusal = ErrorFrame(code=exc.code, message=str(exc))
-        await _refuse(request, ws, refusal, CLOSE_UNAUTHORIZED)
+        if identity is not None:  # verified, but revoked or beyond what the log can hold
+            whom = who(identity)
+        elif exc.code == "token_expired":
+            whom = expired_claims(token_from(request))
+        else:
+            whom = {}
+        await _refuse(request, ws, refusal, CLOSE_UNAUTHORIZED, whom)
         return ws
     # Before anything reaches the log: churn must not become a stream of connected events.
     retry_after_ms = await app[GUARDS].connect_retry_after_ms(identity)
@@ -269,7 +277,7 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
             message=f"more than {limit} connections in {window:g} s; wait and reconnect",
             retry_after_ms=retry_after_ms,
         )
-        await _refuse(request, ws, refusal, CLOSE_TOO_MANY_CONNECTS)
+        await _refuse(request, ws, refusal, CLOSE_TOO_MANY_CONNECTS, who(identity))
         return ws
     conn = Connection(
         ws,
@@ -320,9 +328,15 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
 
 
 async def _refuse(
-    request: web.Request, ws: web.WebSocketResponse, error: ErrorFrame, code: int
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    error: ErrorFrame,
+    code: int,
+    whom: Mapping[str, object],
 ) -> None:
-    """Send one error frame and close; a peer that does not take them loses the socket."""
+    """Log the refusal (whom it was for, never the token), send one error frame and close;
+    a peer that does not take them loses the socket."""
+    log.info("refused", reason=error.code, remote=request.remote, **whom)
     grace = request.app[SETTINGS].gateway.close_grace_s
     try:
         async with asyncio.timeout(grace):

@@ -25,7 +25,7 @@ from schemas.frames import (
 )
 from schemas.presence import CloseReason, StudentConnection, StudentDisconnection, connection_key
 from services.gateway import protocol
-from services.gateway.connection_log import HAS_SESSION, who
+from services.gateway.connection_log import who
 from services.gateway.connections import (
     CLOSE_POLICY,
     CLOSE_SUPERSEDED,
@@ -79,7 +79,6 @@ class Session:
         self._last_limit_error = 0.0
         self._connection_record: StudentConnection | None = None
         self._log = log.bind(conn=conn.id, **who(conn.identity))  # never the token
-        conn.ws[HAS_SESSION] = True
         self._logged_connect = False
 
     # -- open and close ---------------------------------------------------------------------
