@@ -244,6 +244,9 @@ class GroupReader:
         return True
 
     def _drained(self) -> bool:
+        # A failed reader commits nothing more: what it handed out will never land.
+        if self.failure is not None:
+            return True
         land = self._tasks[1] if len(self._tasks) > 1 else None
         return self._pending == 0 or land is None or land.done()
 
@@ -296,6 +299,8 @@ class GroupReader:
             raise
         except Exception as exc:
             self._fail(exc)
+            async with self._settled:
+                self._settled.notify_all()  # a drain waiting for its batches: they never land
             raise
 
     def _set_idle(self, idle: bool) -> None:

@@ -5,6 +5,9 @@
     with backoff, commits nothing meanwhile, and reports not ready.
     - ``SnapshotUnavailable``: the Redis live snapshot (states plus watermarks).
     - ``FirstAttemptStoreUnavailable``: the DynamoDB first-attempt table.
+    - ``GaveUpAtStop``: a store was still failing when the service was asked to stop; what
+      it did not take stays uncommitted in the log and is applied again at the next start,
+      instead of the retries holding the shutdown past any deadline.
   - ``StartupFailed``: Kafka, Redis or DynamoDB could not be reached at start.
 
 A record or item that can never be applied (it does not decode; DynamoDB rejects the item,
@@ -32,4 +35,8 @@ class FirstAttemptStoreUnavailable(ViewUnavailable):
 
 
 class StartupFailed(StatusError):
+    pass
+
+
+class GaveUpAtStop(ViewUnavailable):
     pass

@@ -69,7 +69,7 @@ from domain.first_attempt import FirstAttemptBuffer, Position, item_key
 from domain.rate_limit import TokenBucket
 from schemas.events import decode_event
 from schemas.views import AttemptState, StudentView
-from services.status.errors import StartupFailed
+from services.status.errors import GaveUpAtStop, StartupFailed
 from services.status.fold import (
     AttemptKey,
     LogRecord,
@@ -227,7 +227,7 @@ class StatusService:
                 task.cancel()
             results = await asyncio.gather(*tasks, return_exceptions=True)
         for result in results:
-            if isinstance(result, Exception):
+            if isinstance(result, Exception) and not _gave_up_at_stop(result):
                 raise result
 
     # -- consume (the reader's batch handler) -----------------------------------------------
@@ -418,6 +418,8 @@ class StatusService:
                 self._set_health("dynamo", True)
                 return
             self._set_health("dynamo", False)
+            if self._stop.is_set():
+                raise GaveUpAtStop(f"{len(failed)} DynamoDB writes still failing")
             self.metrics.store_retries.labels("dynamo").inc()
             log.warning(
                 "DynamoDB writes failed, retrying",
@@ -630,6 +632,8 @@ class StatusService:
             except _STORE_ERRORS as exc:
                 if not self._started and self._stop.is_set():
                     raise StartupFailed(f"{what}: {exc}") from exc
+                if self._stop.is_set():
+                    raise GaveUpAtStop(f"{what}: {exc}") from exc
                 self._set_health(store, False)
                 self.metrics.store_retries.labels(store).inc()
                 log.warning(
@@ -674,3 +678,13 @@ def _bound_port(addresses: list[Any]) -> int | None:
         if isinstance(address, tuple) and len(address) >= 2:
             return int(address[1])
     return None
+
+
+def _gave_up_at_stop(exc: BaseException) -> bool:
+    """A stop with a store down: the reader may wrap the handler's exception."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, GaveUpAtStop):
+            return True
+        seen = seen.__cause__
+    return False

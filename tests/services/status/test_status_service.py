@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -281,6 +282,42 @@ async def test_unavailable_store_blocks_commits_until_it_is_back(
     item = await table.get(exam, "ada")
     assert item == expected_states(log.records)["a1"].view
     assert item is not None and item.submitted
+
+
+@pytest.mark.parametrize("store", ["redis", "dynamo"])
+async def test_a_stop_with_a_store_down_ends_at_once_and_commits_nothing_unwritten(
+    store: str, settings: CommonSettings, log: Log, proxy_factory: ProxyFactory
+) -> None:
+    exam = unique("exam")
+    config = service_settings(settings)  # drain_timeout_s 5: the retries used to wait it out
+    if store == "redis":
+        host, port = settings.redis.url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+        proxy, proxy_port = await proxy_factory(host, int(port))
+        config.redis.url = f"redis://127.0.0.1:{proxy_port}/0"
+    else:
+        host, port = (settings.dynamo.endpoint or "").split("//", 1)[1].rsplit(":", 1)
+        proxy, proxy_port = await proxy_factory(host, int(port))
+        config.dynamo = DynamoSettings(
+            **(settings.dynamo.model_dump() | {"endpoint": f"http://127.0.0.1:{proxy_port}"})
+        )
+    await log.publish(*attempt_events(exam, "a1", "ada", steps=1))
+    service = StatusService(config)
+    task = asyncio.create_task(service.run())
+    try:
+        await eventually(lambda: _committed_to(config, end_offsets(log.records)), what="warm-up")
+        proxy.cut()
+        await log.publish(ev(StudentSubmitted, exam, "a1", "ada", score=50.0))
+        await eventually(lambda: _not_ready(service), what="retrying the store")
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        service.request_stop()
+        async with asyncio.timeout(30):
+            await task  # a clean stop: no exception
+        assert loop.time() - asked < 3.0
+    finally:
+        task.cancel()
+    # What the store did not take is applied again by the next start.
+    assert not await _committed_to(config, end_offsets(log.records))
 
 
 async def _not_ready(service: StatusService) -> bool:
