@@ -20,6 +20,8 @@ from typing import TextIO, TypeVar
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
+from adapters.logs import configure_logging
+from adapters.settings import CommonSettings
 from adapters.settings_fields import effective_values, env_name, settings_of
 
 S = TypeVar("S", bound=BaseSettings)
@@ -33,6 +35,23 @@ def version() -> str:
         return metadata.version(DISTRIBUTION)
     except metadata.PackageNotFoundError:  # run from a checkout that was never installed
         return "unknown"
+
+
+C = TypeVar("C", bound=CommonSettings)
+
+
+def start_service(settings_cls: type[C], service: str, doc: str, argv: Sequence[str] | None) -> C:
+    """The command line of ``proctor-<service>`` (see ``service_settings``), then its logging:
+    the settings to run with, everything a service's ``main`` does before it starts."""
+    settings = service_settings(
+        settings_cls,
+        prog=f"proctor-{service}",
+        description=doc,
+        own_prefix=f"PROCTOR_{service.upper()}__",
+        argv=argv,
+    )
+    configure_logging(settings.log_level, json=settings.log_json, service=service)
+    return settings
 
 
 def service_settings(

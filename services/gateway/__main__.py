@@ -8,22 +8,14 @@ from collections.abc import Sequence
 import uvloop
 from aiohttp import web
 
-from adapters.cli import service_settings
+from adapters.cli import start_service
 from adapters.gc_tuning import tune_gc
-from adapters.logs import configure_logging
 from services.gateway.app import METRICS, create_app, server_options
 from services.gateway.settings import GatewaySettings
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = service_settings(
-        GatewaySettings,
-        prog="proctor-gateway",
-        description=__doc__ or "",
-        own_prefix="PROCTOR_GATEWAY__",
-        argv=argv,
-    )
-    configure_logging(settings.log_level, json=settings.log_json, service="gateway")
+    settings = start_service(GatewaySettings, "gateway", __doc__ or "", argv)
     options = settings.gateway
     ssl_context = None
     if options.tls_cert:

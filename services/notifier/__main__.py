@@ -10,9 +10,8 @@ from collections.abc import Sequence
 import structlog
 import uvloop
 
-from adapters.cli import service_settings
+from adapters.cli import start_service
 from adapters.gc_tuning import tune_gc
-from adapters.logs import configure_logging
 from services.notifier.errors import NotifierError
 from services.notifier.runtime import Notifier
 from services.notifier.settings import NotifierSettings
@@ -29,14 +28,7 @@ async def serve(settings: NotifierSettings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = service_settings(
-        NotifierSettings,
-        prog="proctor-notifier",
-        description=__doc__ or "",
-        own_prefix="PROCTOR_NOTIFIER__",
-        argv=argv,
-    )
-    configure_logging(settings.log_level, json=settings.log_json, service="notifier")
+    settings = start_service(NotifierSettings, "notifier", __doc__ or "", argv)
     tune_gc(settings.gc_gen0_threshold)
     try:
         uvloop.run(serve(settings))

@@ -10,9 +10,8 @@ from collections.abc import Sequence
 import structlog
 import uvloop
 
-from adapters.cli import service_settings
+from adapters.cli import start_service
 from adapters.gc_tuning import tune_gc
-from adapters.logs import configure_logging
 from services.router.errors import RouterError
 from services.router.service import RouterService
 from services.router.settings import RouterSettings
@@ -56,14 +55,7 @@ def _quiet_faust(level: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = service_settings(
-        RouterSettings,
-        prog="proctor-router",
-        description=__doc__ or "",
-        own_prefix="PROCTOR_ROUTER__",
-        argv=argv,
-    )
-    configure_logging(settings.log_level, json=settings.log_json, service="router")
+    settings = start_service(RouterSettings, "router", __doc__ or "", argv)
     tune_gc(settings.gc_gen0_threshold)
     _quiet_faust(settings.log_level)
     # A policy rather than uvloop.run: Faust's consumer runs its own loop in a thread, and

@@ -9,9 +9,8 @@ from collections.abc import Sequence
 import structlog
 import uvloop
 
-from adapters.cli import service_settings
+from adapters.cli import start_service
 from adapters.gc_tuning import tune_gc
-from adapters.logs import configure_logging
 from services.status.errors import StartupFailed
 from services.status.service import StatusService
 from services.status.settings import Settings
@@ -29,14 +28,7 @@ async def _run(settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = service_settings(
-        Settings,
-        prog="proctor-status",
-        description=__doc__ or "",
-        own_prefix="PROCTOR_STATUS__",
-        argv=argv,
-    )
-    configure_logging(settings.log_level, json=settings.log_json, service="status")
+    settings = start_service(Settings, "status", __doc__ or "", argv)
     tune_gc(settings.gc_gen0_threshold)
     try:
         uvloop.run(_run(settings))
