@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import unused_port
 
 from adapters.cli import plain_text, version
 from adapters.settings_fields import MASK, display
@@ -31,13 +32,6 @@ MAINS: dict[str, Main] = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _nothing_listens(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
@@ -45,11 +39,11 @@ def _nothing_listens(port: int) -> bool:
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_help_prints_usage_and_exits_without_starting_the_service(service: str) -> None:
-    port = _free_port()
+    port = unused_port()
     env = {
         f"PROCTOR_{service.upper()}__{'PORT' if service == 'gateway' else 'OPS_PORT'}": str(port),
         # Were it to start, it would find no Kafka here and hang or fail, not exit 0.
-        "PROCTOR_KAFKA__BOOTSTRAP": f"127.0.0.1:{_free_port()}",
+        "PROCTOR_KAFKA__BOOTSTRAP": f"127.0.0.1:{unused_port()}",
     }
     done = subprocess.run(
         [str(BIN / f"proctor-{service}"), "--help"],

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import socket
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.test_utils import unused_port
 from playwright.async_api import CDPSession, Page, async_playwright
 
 from services.gateway.app import add_web_routes
@@ -101,20 +101,13 @@ async ({ students, rowsPerSecond, seconds }) => {
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @asynccontextmanager
 async def static_site() -> AsyncIterator[str]:
     app = web.Application()
     add_web_routes(app, WEB_ROOT)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = _free_port()
+    port = unused_port()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     try:

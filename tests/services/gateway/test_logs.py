@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import unused_port
 
 from adapters.settings import CommonSettings
 from adapters.tokens import ProctorIdentity, StudentIdentity, TokenCodec
@@ -28,18 +28,11 @@ pytestmark = pytest.mark.integration
 CODEC = TokenCodec(SECRET)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 async def gateway_process(
     settings: CommonSettings, tmp_path: Path
 ) -> AsyncIterator[tuple[str, Path, asyncio.subprocess.Process]]:
-    port = _free_port()
+    port = unused_port()
     run = settings.redis.key_prefix.rstrip(":")
     env = {
         **os.environ,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import ClientSession
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestServer, unused_port
 
 from adapters.settings import CommonSettings
 from services.gateway.app import create_app, server_options
@@ -18,16 +17,9 @@ from tests.services.gateway.test_publish import next_frame
 pytestmark = pytest.mark.integration
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 async def private_ops(settings: CommonSettings) -> AsyncIterator[tuple[TestServer, int]]:
-    ops_port = free_port()
+    ops_port = unused_port()
     gateway_settings = GatewaySettings(
         **settings.model_dump(),
         gateway=GatewayOptions(slot=1, token_secret=SECRET, ops_port=ops_port),
