@@ -272,9 +272,13 @@ class DynamoStatusStore:
             return PutOutcome(view, "refused", holder=holder)
         except _ITEM_ERRORS as exc:
             return PutOutcome(view, "rejected", error=_describe(exc))
-        except (AIODynamoError, aiohttp.ClientError, OSError, TimeoutError) as exc:
-            return PutOutcome(view, "failed", error=_describe(exc))
-        except StatusStoreUnavailable as exc:
+        except (
+            AIODynamoError,
+            aiohttp.ClientError,
+            OSError,
+            TimeoutError,
+            StatusStoreUnavailable,
+        ) as exc:
             return PutOutcome(view, "failed", error=_describe(exc))
         return PutOutcome(view, "written", holder=view)
 
@@ -334,7 +338,8 @@ def _error_body(exc: BaseException) -> Mapping[str, Any]:
 
 
 def _describe(exc: BaseException) -> str:
-    message = _error_body(exc).get("message") or _error_body(exc).get("Message")
+    body = _error_body(exc)
+    message = body.get("message") or body.get("Message")
     if isinstance(exc, AIODynamoError) and message:
         return f"{type(exc).__name__}: {message}"
     return f"{type(exc).__name__}: {exc}"

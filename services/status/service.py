@@ -227,7 +227,8 @@ class StatusService:
                 task.cancel()
             results = await asyncio.gather(*tasks, return_exceptions=True)
         for result in results:
-            if isinstance(result, Exception) and not _gave_up_at_stop(result):
+            # A store down at stop: what it did not take stays uncommitted, not a failure.
+            if isinstance(result, Exception) and not isinstance(result, GaveUpAtStop):
                 raise result
 
     # -- consume (the reader's batch handler) -----------------------------------------------
@@ -678,13 +679,3 @@ def _bound_port(addresses: list[Any]) -> int | None:
         if isinstance(address, tuple) and len(address) >= 2:
             return int(address[1])
     return None
-
-
-def _gave_up_at_stop(exc: BaseException) -> bool:
-    """A stop with a store down: the reader may wrap the handler's exception."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, GaveUpAtStop):
-            return True
-        seen = seen.__cause__
-    return False
