@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 import jwt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -23,9 +23,14 @@ class TokenError(Exception):
         self,
         code: Literal["token_missing", "token_invalid", "token_expired", "token_revoked"],
         why: str,
+        *,
+        expired: dict[str, Any] | None = None,
     ):
         super().__init__(why)
         self.code = code
+        # token_expired only: the claims of a token whose signature did verify (genuine,
+        # only too old), so a refusal can say whose it was.
+        self.expired = expired or {}
 
 
 class StudentIdentity(BaseModel):
@@ -74,7 +79,9 @@ class TokenCodec:
                 options={"require": ["exp", "sub", "role", "iss"]},
             )
         except jwt.ExpiredSignatureError as exc:
-            raise TokenError("token_expired", "the token has expired") from exc
+            # PyJWT checks the signature before the expiry: these claims are genuine.
+            claims = jwt.decode(token, options={"verify_signature": False})
+            raise TokenError("token_expired", "the token has expired", expired=claims) from exc
         except jwt.PyJWTError as exc:
             raise TokenError("token_invalid", f"the token is not valid: {exc}") from exc
         try:

@@ -29,7 +29,7 @@ from adapters.tokens import Identity, TokenCodec, TokenError
 from schemas.frames import ErrorFrame
 from schemas.presence import GatewayUp, gateway_key
 from services.gateway import protocol
-from services.gateway.connection_log import expired_claims, who
+from services.gateway.connection_log import expired_whom, who
 from services.gateway.connections import (
     CLOSE_GOING_AWAY,
     CLOSE_TOO_MANY_CONNECTS,
@@ -259,12 +259,11 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
     except TokenError as exc:
         app[METRICS].frames_rejected.labels(exc.code).inc()
         refusal = ErrorFrame(code=exc.code, message=str(exc))
+        whom: Mapping[str, object]
         if identity is not None:  # verified, but revoked or beyond what the log can hold
             whom = who(identity)
-        elif exc.code == "token_expired":
-            whom = expired_claims(token_from(request))
         else:
-            whom = {}
+            whom = expired_whom(exc.expired)
         await _refuse(request, ws, refusal, CLOSE_UNAUTHORIZED, whom)
         return ws
     # Before anything reaches the log: churn must not become a stream of connected events.
