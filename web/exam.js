@@ -2,7 +2,16 @@
 import { StudentClient } from "/client/student.js";
 
 const params = new URLSearchParams(location.search);
-const token = params.get("token");
+// An LMS launch hands the token over in the fragment (#token=...), which the browser never
+// sends to a server; kept for this tab so a reload resumes, then cleared from the address bar.
+const handed = new URLSearchParams(location.hash.slice(1)).get("token") || params.get("token");
+if (handed) {
+  sessionStorage.setItem("exam:token", handed);
+  const clean = new URLSearchParams(params);
+  clean.delete("token");
+  history.replaceState(null, "", `${location.pathname}${clean.size ? `?${clean}` : ""}`);
+}
+const token = handed || sessionStorage.getItem("exam:token");
 const wsUrl = params.get("ws") || `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
 const TOTAL = 20;
 const $ = (id) => document.getElementById(id);

@@ -135,6 +135,9 @@ function Counts() {
       <button class="count ${k} ${ui.filter === k ? "on" : ""}" data-count=${k}
         onClick=${() => { ui.filter = ui.filter === k ? "all" : k; schedule(); }}>
         <b>${c[k]}</b> ${k}</button>`)}
+    ${model.roster?.students && html`<button class="count not-started ${ui.filter === "not_started" ? "on" : ""}"
+      data-count="not_started" onClick=${() => { ui.filter = ui.filter === "not_started" ? "all" : "not_started"; schedule(); }}>
+      <b>${model.notStarted().length}</b> not started</button>`}
     <span class="total">${c.total} students</span>
   </div>`;
 }
@@ -238,8 +241,24 @@ function Toolbar() {
   </div>`;
 }
 
+// Enrolled in the LMS course but not connected once: listed by name, not as tiles (they have
+// no state to show), under the grid or alone with the "not started" filter.
+function NotStarted() {
+  if (model.roster?.error) {
+    return html`<p class="roster-error" data-testid="roster-error">Course roster unavailable: ${model.roster.error}</p>`;
+  }
+  const waiting = model.notStarted();
+  if (!model.roster || (!waiting.length && ui.filter !== "not_started")) return null;
+  const needle = ui.search.trim().toLowerCase();
+  const shown = waiting.filter((s) => !needle || `${s.name} ${s.student}`.toLowerCase().includes(needle));
+  return html`<section class="not-started" data-testid="not-started">
+    <h2>Not started (${waiting.length})</h2>
+    <ul>${shown.map((s) => html`<li data-attempt=${s.attempt} data-state="not_started">${s.name || s.student}</li>`)}</ul>
+  </section>`;
+}
+
 function App() {
-  const rows = visibleRows();
+  const rows = ui.filter === "not_started" ? [] : visibleRows();
   return html`<div class="layout ${ui.selected ? "with-panel" : ""}">
     <header class="bar">
       <h1>Proctor</h1>
@@ -257,6 +276,7 @@ function App() {
       ${rows.map((row) => html`<${Tile} key=${row.attempt} row=${row}
         selected=${ui.selected === row.attempt} inRoom=${ui.room.has(row.attempt)} />`)}
     </main>
+    <${NotStarted} />
     <${Panel} />
   </div>`;
 }
@@ -273,19 +293,49 @@ function SignIn() {
   </form>`;
 }
 
+// The roster comes from the LTI tool that launched this dashboard (docs/lms.md), for the exam
+// being watched; refreshed every minute, as students enrol late too.
+const rosterUrl = () => sessionStorage.getItem("proctor:roster");
+let rosterFor = null;
+async function loadRoster(token) {
+  const exam = conn?.watching;
+  if (!rosterUrl() || !exam) return;
+  rosterFor = exam;
+  try {
+    const response = await fetch(`${rosterUrl()}/lti/roster?exam=${encodeURIComponent(exam)}`, {
+      headers: { Authorization: `Bearer ${token}` },
+    });
+    const body = await response.json();
+    if (conn.watching !== exam) return;
+    model.setRoster(response.ok ? body : { error: body.message || body.error || `HTTP ${response.status}` });
+  } catch (err) {
+    if (conn.watching === exam) model.setRoster({ error: String(err) });
+  }
+}
+
 function start(token) {
-  conn = new ProctorConnection({ url: wsUrl, token, model, onChange: schedule });
+  conn = new ProctorConnection({ url: wsUrl, token, model, onChange: () => {
+    if (rosterUrl() && conn.watching && conn.watching !== rosterFor) loadRoster(token);
+    schedule();
+  } });
   if (params.get("exam")) conn.watching = params.get("exam");
   model.exam = conn.watching;
+  setInterval(() => loadRoster(token), 60_000);
   loadRoom();
   window.dashboard = { model, conn, perf, ui, handle: (frame) => conn.handle(frame) };
   if (params.get("offline") !== "1") conn.start(); // offline=1: frames come only through handle()
   schedule();
 }
 
-const token = params.get("token") || sessionStorage.getItem("proctor:token");
-if (params.get("token")) {
-  sessionStorage.setItem("proctor:token", params.get("token"));
+// A launch from the LMS hands the token over in the fragment (#token=...&roster=...), which
+// the browser never sends to a server; a link may also carry it in the query.
+const handed = new URLSearchParams(location.hash.slice(1));
+const given = handed.get("token") || params.get("token");
+const token = given || sessionStorage.getItem("proctor:token");
+if (given) {
+  sessionStorage.setItem("proctor:token", given);
+  if (handed.get("roster")) sessionStorage.setItem("proctor:roster", handed.get("roster"));
+  else sessionStorage.removeItem("proctor:roster");
   // Keep the token out of the address bar (and out of screenshots and history).
   const clean = new URLSearchParams(params);
   clean.delete("token");

@@ -27,6 +27,21 @@ export class ExamModel {
     this.alerts = []; // {id, attempt, kind, detail, ts}
     this.rowsApplied = 0;
     this.listeners = new Set();
+    // The LMS's enrolment (LTI NRPS), when the dashboard was launched from one:
+    // {students: [{attempt, student, name}], error} or null.
+    this.roster = null;
+  }
+
+  setRoster(roster) {
+    this.roster = roster;
+    this.changed();
+  }
+
+  // Enrolled students with no row yet: they have not opened the exam.
+  notStarted() {
+    if (!this.roster?.students) return [];
+    return this.roster.students.filter((s) => !this.rows.has(s.attempt))
+      .sort((a, b) => (a.name || a.student).localeCompare(b.name || b.student));
   }
 
   changed() {
@@ -37,6 +52,7 @@ export class ExamModel {
   reset(exam) {
     this.exam = exam;
     this.rows = new Map();
+    this.roster = null;
     this.orderDirty = true;
     this.changed();
   }

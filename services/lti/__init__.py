@@ -1,0 +1,1 @@
+"""The LTI 1.3 tool service (``proctor-lti``)."""
