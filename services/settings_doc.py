@@ -28,6 +28,7 @@ from adapters.settings_fields import (
 )
 from audit.settings import Settings as AuditSettings
 from services.gateway.settings import GatewaySettings
+from services.lti.settings import LtiSettings
 from services.notifier.settings import NotifierSettings
 from services.router.settings import RouterSettings
 from services.status.settings import Settings as StatusSettings
@@ -40,6 +41,7 @@ TOOLS: tuple[tuple[str, type[BaseSettings], str], ...] = (
     ("proctor-router", RouterSettings, "PROCTOR_ROUTER__"),
     ("proctor-status", StatusSettings, "PROCTOR_STATUS__"),
     ("proctor-notifier", NotifierSettings, "PROCTOR_NOTIFIER__"),
+    ("proctor-lti", LtiSettings, "PROCTOR_LTI__"),
     ("proctor-audit", AuditSettings, "PROCTOR_AUDIT__"),
 )
 
