@@ -126,6 +126,10 @@ def _login_cookie(name: str, value: str, max_age: int, settings: LtiSettings) ->
     return "; ".join(attributes)
 
 
+def _redirect(status: int, location: str) -> web.Response:
+    return web.Response(status=status, headers={"Location": location, "Cache-Control": "no-store"})
+
+
 def _refuse(request: web.Request, refusal: LaunchRefused) -> web.Response:
     request.app[METRICS].refusals.labels(refusal.code).inc()
     log.info("launch_refused", code=refusal.code, reason=refusal.message)
@@ -180,7 +184,7 @@ async def login(request: web.Request) -> web.Response:
     }
     if "lti_message_hint" in params:
         query["lti_message_hint"] = params["lti_message_hint"]
-    response = web.HTTPFound(f"{registration.auth_login_url}?{urlencode(query)}")
+    response = _redirect(302, f"{registration.auth_login_url}?{urlencode(query)}")
     response.headers.add(
         "Set-Cookie",
         _login_cookie(_cookie_name(state), browser, settings.lti.login_ttl_s, settings),
@@ -300,7 +304,7 @@ async def _hand_over(request: web.Request, launch: Launch) -> web.Response:
             ),
             ttl_s=ttl,
         )
-        raise web.HTTPSeeOther(f"{app_url}/exam#{urlencode({'token': token})}")
+        return _redirect(303, f"{app_url}/exam#{urlencode({'token': token})}")
     if not exams:
         return web.Response(
             text=pages.note_page(
@@ -315,7 +319,7 @@ async def _hand_over(request: web.Request, launch: Launch) -> web.Response:
         ttl_s=ttl,
     )
     fragment = urlencode({"token": token, "roster": settings.lti.public_url.rstrip("/")})
-    raise web.HTTPSeeOther(f"{app_url}/?{urlencode({'exam': exams[0]})}#{fragment}")
+    return _redirect(303, f"{app_url}/?{urlencode({'exam': exams[0]})}#{fragment}")
 
 
 async def jwks(request: web.Request) -> web.Response:
