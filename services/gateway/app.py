@@ -21,6 +21,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
+from adapters.jwks import JwksKeys
 from adapters.kafka_clients import durable_producer, reader
 from adapters.ops_http import add_ops_routes, start_ops_server
 from adapters.revocations import RedisRevocations
@@ -62,6 +63,7 @@ METRICS = web.AppKey("metrics", GatewayMetrics)
 HUB = web.AppKey("hub", Hub)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 CODEC = web.AppKey("codec", TokenCodec)
+JWKS = web.AppKey("jwks", JwksKeys)
 PUBLISHER = web.AppKey("publisher", Publisher)
 SNAPSHOTS = web.AppKey("snapshots", SnapshotStore)
 REVOCATIONS = web.AppKey("revocations", RedisRevocations)
@@ -88,7 +90,9 @@ def create_app(
     app[METRICS] = GatewayMetrics(registry)
     app[HUB] = Hub()
     app[LIFECYCLE] = Lifecycle()
-    app[CODEC] = TokenCodec(settings.gateway.token_secret, issuer=settings.gateway.token_issuer)
+    app[CODEC] = _codec(app, settings.gateway)
+    if JWKS in app:
+        app.cleanup_ctx.append(_jwks_keys)
     app.cleanup_ctx.extend([_kafka_producer, _redis, _watches, _inbox, _announce])
     app.on_shutdown.append(_close_connections)
     app.router.add_get("/ws", websocket_endpoint)
@@ -127,6 +131,32 @@ def add_web_routes(app: web.Application, root: Path) -> None:
     app.router.add_routes([page("dashboard.html"), page("exam.html")])
     app.router.add_static("/static", root, follow_symlinks=False, append_version=False)
     app.router.add_static("/client", root / "client", follow_symlinks=False)
+
+
+def _codec(app: web.Application, options: GatewayOptions) -> TokenCodec:
+    if options.token_jwks_url is not None:
+        refreshes = app[METRICS].jwks_refreshes
+        app[JWKS] = JwksKeys(
+            options.token_jwks_url,
+            max_age_s=options.token_jwks_max_age_s,
+            min_refresh_s=options.token_jwks_min_refresh_s,
+            timeout_s=options.token_jwks_timeout_s,
+            on_refresh=lambda outcome: refreshes.labels(outcome).inc(),
+        )
+    return TokenCodec(
+        options.token_secret,
+        issuer=options.token_issuer,
+        leeway_s=options.token_leeway_s,
+        jwks=app.get(JWKS),
+        jwks_issuer=options.token_jwks_issuer,
+        jwks_audience=options.token_jwks_audience,
+    )
+
+
+async def _jwks_keys(app: web.Application) -> AsyncIterator[None]:
+    # The first fetch starts here and is not waited for: shared-secret tokens work meanwhile.
+    async with app[JWKS]:
+        yield
 
 
 async def _kafka_producer(app: web.Application) -> AsyncIterator[None]:
@@ -251,7 +281,7 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     identity: Identity | None = None
     try:
-        identity = app[CODEC].verify(token_from(request))
+        identity = await app[CODEC].authenticate(token_from(request))
         if (problem := protocol.claims_problem(identity)) is not None:
             raise TokenError("token_invalid", f"claims the log cannot record: {problem}")
         if identity.jti is not None and await _revoked(app, identity.jti):

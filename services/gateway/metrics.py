@@ -124,6 +124,13 @@ class GatewayMetrics:
             "sockets aborted because the peer did not finish a close within close_grace_s",
             registry=registry,
         )
+        self.jwks_refreshes = Counter(
+            "gateway_jwks_refresh_total",
+            "fetches of the LMS's key set (JWKS) by outcome: ok, failed (the last good set stays"
+            " in use), throttled (an unknown kid within token_jwks_min_refresh_s: no fetch)",
+            ["outcome"],
+            registry=registry,
+        )
         self.watch_seconds = Histogram(
             "gateway_watch_handshake_seconds",
             "subscribe to snapshot sent (first proctor of an exam)",

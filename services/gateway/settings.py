@@ -38,6 +38,42 @@ class GatewayOptions(BaseModel):
         description="HS256 key shared with the LMS (at least 32 bytes)",
     )
     token_issuer: str = Field(default="lms", description="expected `iss` claim")
+    token_leeway_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=300,
+        description="clock skew allowed when checking a token's `exp`, `iat` and `nbf`",
+    )
+    token_jwks_url: str | None = Field(
+        default=None,
+        description=(
+            "the LMS's JWKS URL: also accept tokens the LMS signs with its own key (RS256,"
+            " ES256, PS256, EdDSA) and names by `kid`; null: shared-secret tokens only"
+        ),
+    )
+    token_jwks_issuer: str | None = Field(
+        default=None, description="expected `iss` of JWKS-signed tokens; null: token_issuer"
+    )
+    token_jwks_audience: str | None = Field(
+        default=None,
+        description=(
+            "expected `aud` of JWKS-signed tokens; null: a token naming an audience is refused"
+        ),
+    )
+    token_jwks_max_age_s: float = Field(
+        default=300.0, gt=0, description="refetch the key set this long after a good fetch"
+    )
+    token_jwks_min_refresh_s: float = Field(
+        default=30.0,
+        ge=1,
+        description=(
+            "at most one key set fetch for unknown kids per this long; also the retry interval"
+            " after a failed fetch (the last good key set stays in use)"
+        ),
+    )
+    token_jwks_timeout_s: float = Field(
+        default=5.0, gt=0, description="bound on fetching the key set"
+    )
     heartbeat_interval_s: float = Field(default=5.0, gt=0, description="announced to clients")
     max_frame_bytes: int = Field(default=16 * 1024, description="larger frames get an error")
     hard_max_frame_bytes: int = Field(
