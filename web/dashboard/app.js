@@ -251,7 +251,7 @@ function NotStarted() {
   if (!model.roster || (!waiting.length && ui.filter !== "not_started")) return null;
   const needle = ui.search.trim().toLowerCase();
   const shown = waiting.filter((s) => !needle || `${s.name} ${s.student}`.toLowerCase().includes(needle));
-  return html`<section class="not-started" data-testid="not-started">
+  return html`<section class="waiting" data-testid="not-started">
     <h2>Not started (${waiting.length})</h2>
     <ul>${shown.map((s) => html`<li data-attempt=${s.attempt} data-state="not_started">${s.name || s.student}</li>`)}</ul>
   </section>`;
@@ -263,7 +263,7 @@ function App() {
     <header class="bar">
       <h1>Proctor</h1>
       <select data-testid="exam" value=${conn.watching || ""} onChange=${(e) => { conn.watch(e.target.value); loadRoom(); }}>
-        ${conn.exams.map((x) => html`<option value=${x}>${x}</option>`)}
+        ${conn.exams.map((x) => html`<option value=${x}>${examTitles.get(x) || x}</option>`)}
       </select>
       <${Counts} />
       <${Connection} />
@@ -297,6 +297,7 @@ function SignIn() {
 // being watched; refreshed every minute, as students enrol late too.
 const rosterUrl = () => sessionStorage.getItem("proctor:roster");
 let rosterFor = null;
+const examTitles = new Map(); // exam id -> its title in the LMS, from the roster
 async function loadRoster(token) {
   const exam = conn?.watching;
   if (!rosterUrl() || !exam) return;
@@ -306,6 +307,7 @@ async function loadRoster(token) {
       headers: { Authorization: `Bearer ${token}` },
     });
     const body = await response.json();
+    if (response.ok && body.title) examTitles.set(exam, body.title);
     if (conn.watching !== exam) return;
     model.setRoster(response.ok ? body : { error: body.message || body.error || `HTTP ${response.status}` });
   } catch (err) {

@@ -47,14 +47,14 @@ class LtiPair:
 
 
 def lti_settings(
-    platform: Platform, tool_url: str, app_url: str, redis: RedisSettings
+    platform: Platform, tool_url: str, app_url: str, redis: RedisSettings, secret: str
 ) -> LtiSettings:
     return LtiSettings(
         redis=redis,
         lti=LtiOptions(
             public_url=tool_url,
             app_url=app_url,
-            token_secret=SECRET,
+            token_secret=secret,
             platforms=[
                 PlatformSettings(
                     issuer=platform.issuer,
@@ -80,13 +80,16 @@ def physics_course(platform: Platform, tool_url: str) -> None:
     platform.add_link(COURSE, DASHBOARD_LINK, "Proctor dashboard", endpoints.dashboard_target)
 
 
-async def start_pair(infra: CommonSettings, app_url: str) -> tuple[LtiPair, TestServer]:
+async def start_pair(
+    infra: CommonSettings, app_url: str, *, secret: str = SECRET
+) -> tuple[LtiPair, TestServer]:
+    """The tool for gateways at ``app_url`` that trust ``secret``, and its platform."""
     port = unused_port()
     tool_url = f"http://127.0.0.1:{port}"
     platform = Platform(tool_endpoints(tool_url))
     physics_course(platform, tool_url)
     redis_settings = RedisSettings(url=infra.redis.url, key_prefix=f"{unique('lti')}:")
-    settings = lti_settings(platform, tool_url, app_url, redis_settings)
+    settings = lti_settings(platform, tool_url, app_url, redis_settings, secret)
     server = TestServer(create_app(settings), host="127.0.0.1", port=port)
     await platform.start()
     await server.start_server()
