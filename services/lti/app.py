@@ -59,7 +59,8 @@ log = structlog.get_logger("lti")
 
 @dataclass
 class Platforms:
-    """The registered platforms and, per issuer, its published keys."""
+    """The registered platforms and, per key set URL, the keys published there (Canvas cloud
+    registers every institution under one issuer: the client id tells them apart)."""
 
     registrations: list[Registration]
     keys: dict[str, JwksKeys]
@@ -208,7 +209,8 @@ async def _verified_claims(
     # be turned into an HMAC secret.
     if alg not in ALGORITHMS:
         raise LaunchRefused("launch_invalid", f"id_token algorithm {alg!r} is not accepted")
-    key = await platforms.keys[registration.issuer].lookup(kid) if isinstance(kid, str) else None
+    keys = platforms.keys[registration.key_set_url]
+    key = await keys.lookup(kid) if isinstance(kid, str) else None
     if key is None:
         raise LaunchRefused(
             "launch_invalid", "the launch is signed with a key the platform does not publish"
@@ -411,7 +413,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[PLATFORMS] = Platforms(
         registrations,
         {
-            r.issuer: JwksKeys(r.key_set_url, timeout_s=settings.lti.http_timeout_s)
+            r.key_set_url: JwksKeys(r.key_set_url, timeout_s=settings.lti.http_timeout_s)
             for r in registrations
         },
     )
