@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import json
 import random
 import signal
 import socket
@@ -27,6 +28,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 from rich.console import Console
@@ -43,6 +45,9 @@ from services.gateway.settings import GatewayOptions
 from simulator.clients import ProctorBot, StudentBot, client_session, wall_ms
 from simulator.launcher import Cluster, free_port
 from simulator.system import isolated_env
+
+if TYPE_CHECKING:
+    from tests.lti.platform import Platform
 
 ROOT = Path(__file__).resolve().parent.parent
 CLAIMS = ROOT / ".local" / "run" / "demo"
@@ -71,6 +76,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--keep", action="store_true", help="keep the run's topics at the end (to audit it)"
     )
     parser.add_argument("--monitoring", action="store_true", help="start infra/monitoring too")
+    parser.add_argument(
+        "--lti",
+        action="store_true",
+        help=(
+            "also start the LTI 1.3 tool and a stand-in LMS (the tests' lti1p3platform platform)"
+            " with a course to launch from as a learner or an instructor"
+        ),
+    )
     return parser.parse_args(argv)
 
 
@@ -156,10 +169,10 @@ class Links:
         ]
 
 
-def print_links(console: Console, links: Links) -> None:
+def print_links(console: Console, links: Links | list[tuple[str, str]]) -> None:
     # Whole lines, never wrapped at the terminal's width: a token or link copied from two
     # lines comes back with a line break in it, and the gateway answers unauthorized.
-    for label, value in links.lines():
+    for label, value in links.lines() if isinstance(links, Links) else links:
         text = Text.assemble((f"{label}: ", "bold"), value) if label else Text("  " + value)
         console.print(text, soft_wrap=True, highlight=False)
 
@@ -235,7 +248,10 @@ async def main_async(args: argparse.Namespace) -> None:
         log_dir=ROOT / ".local" / "logs" / "demo" / run_id,
         gateway_ports={0: ports[0], 1: ports[1]},
     )
+    lms = add_lti(cluster, ports[1]) if args.lti else None
     console.print(f"run {run_id}: starting gateways 0 and 1, router, status, notifier ...")
+    if lms is not None:
+        await lms.start()
     await cluster.start()
     exam = run_id
     urls = [cluster.gateway_url(0), cluster.gateway_url(1)]
@@ -254,6 +270,8 @@ async def main_async(args: argparse.Namespace) -> None:
     )
     console.print(f"[bold]exam[/] {exam} with {args.students} students")
     print_links(console, Links(run_id, exam, urls[1], ports, proctor_token, you, cluster.log_dir))
+    if lms is not None:
+        print_links(console, lms_links(lms))
     ops_ports = {name: service.ops_port for name, service in cluster.services.items()}
     graph = await asyncio.to_thread(monitoring.attach, ops_ports, run_id, start=args.monitoring)
     console.print(
@@ -310,8 +328,53 @@ async def main_async(args: argparse.Namespace) -> None:
     console.print("stopping services ...")
     monitoring.remove_targets(run_id)
     await cluster.stop_all()
+    if lms is not None:
+        await lms.stop()
     if not args.keep:
         await delete_topics(kafka)
+
+
+def add_lti(cluster: Cluster, app_port: int) -> Platform:
+    """The LTI tool as one more service, registered with a stand-in LMS on ``localhost`` (a
+    site of its own, as a real LMS is): the platform the LTI tests run against, imported
+    only here since it needs the test extras (the demo runs from a checkout)."""
+    from tests.lti.platform import Platform, demo_course, tool_endpoints
+
+    port = free_port()
+    tool_url = f"http://127.0.0.1:{port}"
+    lms = Platform(tool_endpoints(tool_url))
+    demo_course(lms)
+    registration = {
+        "issuer": lms.issuer,
+        "client_id": lms.client_id,
+        "auth_login_url": lms.auth_url,
+        "auth_token_url": lms.token_url,
+        "key_set_url": lms.jwks_url,
+        "deployment_ids": [lms.deployment_id],
+    }
+    cluster.add(
+        "lti",
+        "services.lti",
+        port,
+        {
+            "PROCTOR_LTI__PORT": str(port),
+            "PROCTOR_LTI__PUBLIC_URL": tool_url,
+            "PROCTOR_LTI__APP_URL": f"http://127.0.0.1:{app_port}",
+            "PROCTOR_LTI__PLATFORMS": json.dumps([registration]),
+        },
+    )
+    return lms
+
+
+def lms_links(lms: Platform) -> list[tuple[str, str]]:
+    from tests.lti.platform import DEMO_COURSE
+
+    return [
+        ("LMS course as a learner", lms.course_url(DEMO_COURSE, "alice")),
+        ("LMS course as another learner", lms.course_url(DEMO_COURSE, "bob")),
+        ("LMS course as the instructor", lms.course_url(DEMO_COURSE, "carol")),
+        ("LTI tool configuration", f"{lms.tool.launch_url.rsplit('/', 1)[0]}/config"),
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -76,6 +76,11 @@ class Cluster:
                 name, f"services.{name}", port, {f"PROCTOR_{name.upper()}__OPS_PORT": str(port)}
             )
 
+    def add(self, name: str, module: str, port: int, extra: dict[str, str]) -> None:
+        """One more service on the shared configuration, ready when ``/readyz`` on ``port``
+        answers (the LTI tool, say)."""
+        self._add(name, module, port, extra)
+
     def _add(self, name: str, module: str, port: int, extra: dict[str, str]) -> None:
         self.services[name] = Service(
             name, module, {**self.env, **extra}, port, self.log_dir / f"{name}.log"
