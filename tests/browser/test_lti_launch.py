@@ -5,6 +5,7 @@ who have not started listed; a relaunch resumes the attempt. Screenshots for doc
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -62,6 +63,8 @@ async def test_learner_and_instructor_launch_from_the_lms(
     await expect(course.get_by_test_id("connection")).to_have_text("open", timeout=scaled(20) * MS)
     assert course.url.startswith(http_base_of(pair) + "/exam")
     assert "token" not in course.url  # the fragment was read and cleared
+    # The link's exam_minutes=45 became the attempt's deadline.
+    await expect(course.get_by_test_id("timer")).to_have_text(re.compile(r"^4[45]:\d\d$"))
     await course.screenshot(path=str(SHOTS / "lti-exam-page.png"))
 
     dashboard = await launch(browser, pair, "carol", EXAM_LINK)
