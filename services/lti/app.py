@@ -211,6 +211,8 @@ async def _verified_claims(
         raise LaunchRefused("launch_invalid", f"id_token algorithm {alg!r} is not accepted")
     keys = platforms.keys[registration.key_set_url]
     key = await keys.lookup(kid) if isinstance(kid, str) else None
+    if key is None and not keys.has_keys:
+        raise LaunchRefused("platform_unavailable", "the platform's keys could not be fetched")
     if key is None:
         raise LaunchRefused(
             "launch_invalid", "the launch is signed with a key the platform does not publish"
@@ -408,7 +410,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = LtiStore(
         client, prefix=settings.redis.key_prefix, timeout_s=settings.redis.timeout_s
     )
-    app[NRPS] = NrpsClient(session, app[KEYS], timeout_s=settings.lti.http_timeout_s)
+    app[NRPS] = NrpsClient(
+        session,
+        app[KEYS],
+        timeout_s=settings.lti.http_timeout_s,
+        cache_s=settings.lti.roster_cache_s,
+    )
     registrations = [p.registration() for p in settings.lti.platforms]
     app[PLATFORMS] = Platforms(
         registrations,

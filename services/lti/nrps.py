@@ -29,11 +29,21 @@ class Member:
 
 
 class NrpsClient:
-    def __init__(self, session: aiohttp.ClientSession, keys: ToolKeys, *, timeout_s: float):
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        keys: ToolKeys,
+        *,
+        timeout_s: float,
+        cache_s: float = 60.0,
+    ) -> None:
         self._session = session
         self._keys = keys
         self._timeout = timeout_s
+        self._cache_s = cache_s
         self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
+        # Every proctor's dashboard asks each minute; the platform is asked once per cache_s.
+        self._rosters: dict[str, tuple[list[Member], float]] = {}
 
     async def _access_token(self, registration: Registration) -> str:
         key = (registration.issuer, registration.client_id)
@@ -66,6 +76,16 @@ class NrpsClient:
         return token
 
     async def members(self, registration: Registration, memberships_url: str) -> list[Member]:
+        cached = self._rosters.get(memberships_url)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        members = await self._fetch_members(registration, memberships_url)
+        self._rosters[memberships_url] = (members, time.monotonic() + self._cache_s)
+        return members
+
+    async def _fetch_members(
+        self, registration: Registration, memberships_url: str
+    ) -> list[Member]:
         token = await self._access_token(registration)
         headers = {"Authorization": f"Bearer {token}", "Accept": MEMBERSHIP_TYPE}
         url: str | None = memberships_url

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import aiohttp
 import jwt
 import pytest
+from aiohttp.test_utils import TestServer, unused_port
 
 from adapters.tokens import ProctorIdentity, StudentIdentity
 from domain import lti as rules
+from services.lti.app import create_app
 from tests.lti.platform import (
     AuthRequest,
     authorize,
@@ -264,7 +266,16 @@ async def test_the_roster_lists_the_enrolled_learners_with_their_attempts(
     async with http.get(f"{lti.tool_url}/lti/jwks.json") as resp:
         tool_kids = {k["kid"] for k in (await resp.json())["keys"]}
     assert accepted[0]["header"]["kid"] in tool_kids
-    assert lti.platform.nrps_requests >= 1
+    # Dashboards ask every minute; the platform is asked once per roster_cache_s.
+    asked = lti.platform.nrps_requests
+    assert asked >= 1
+    async with http.get(
+        f"{lti.tool_url}/lti/roster",
+        params={"exam": exam},
+        headers={"Authorization": f"Bearer {token}"},
+    ) as resp:
+        assert resp.status == 200 and (await resp.json())["students"] == roster["students"]
+    assert lti.platform.nrps_requests == asked
 
 
 async def test_the_roster_is_for_that_exams_proctors_only(
@@ -301,3 +312,42 @@ async def test_the_tool_publishes_its_keys_and_its_configuration(
         canvas = await resp.json()
     assert canvas["oidc_initiation_url"] == f"{lti.tool_url}/lti/login"
     assert canvas["public_jwk_url"] == f"{lti.tool_url}/lti/jwks.json"
+
+
+async def test_a_launch_while_the_platform_keys_are_unreachable_says_so(
+    lti: LtiPair, http: aiohttp.ClientSession
+) -> None:
+    """A second tool whose registration names a key set URL nobody serves."""
+    port = unused_port()
+    tool_url = f"http://127.0.0.1:{port}"
+    platform = lti.settings.lti.platforms[0].model_copy(
+        update={"key_set_url": "http://127.0.0.1:9/jwks"}
+    )
+    options = lti.settings.lti.model_copy(update={"public_url": tool_url, "platforms": [platform]})
+    server = TestServer(
+        create_app(lti.settings.model_copy(update={"lti": options})), host="127.0.0.1", port=port
+    )
+    await server.start_server()
+    try:
+        params = {
+            "iss": lti.platform.issuer,
+            "login_hint": "alice",
+            "target_link_uri": f"{tool_url}/lti/exam",
+        }
+        async with http.get(f"{tool_url}/lti/login", params=params, allow_redirects=False) as resp:
+            assert resp.status == 302
+            auth = dict(parse_qsl(urlsplit(resp.headers["Location"]).query))
+            cookie = resp.headers["Set-Cookie"].split(";", 1)[0]
+        fields = forge_launch(
+            lti.platform,
+            user_id="alice",
+            context_id=COURSE,
+            link_id=EXAM_LINK,
+            nonce=auth["nonce"],
+            state=auth["state"],
+        )
+        answer = await post_launch(http, f"{tool_url}/lti/launch", fields, {"Cookie": cookie})
+        assert (answer.status, answer.code) == (503, "platform_unavailable")
+        assert "Try again in a minute" in answer.page
+    finally:
+        await server.close()
