@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 #
-# One image for all four services. The orchestrator chooses the command:
-#   proctor-gateway | proctor-router | proctor-status | proctor-notifier
+# One image for all five services. The orchestrator chooses the command:
+#   proctor-gateway | proctor-router | proctor-status | proctor-notifier | proctor-lti
 # (or `python -m services.<svc>`). Settings come from PROCTOR_* environment variables.
 #
 #   docker build -t exam-proctoring:0.1.0 .
@@ -33,7 +33,7 @@ COPY audit ./audit
 # A regular (not editable) install: the code lives in site-packages, so the working
 # directory of the running service holds only what the service writes there.
 RUN /opt/proctor/bin/pip install --no-deps -c requirements.lock . \
- && cd / && /opt/proctor/bin/python -c "import services.gateway.__main__, services.router.__main__, services.status.__main__, services.notifier.__main__"
+ && cd / && /opt/proctor/bin/python -c "import services.gateway.__main__, services.router.__main__, services.status.__main__, services.notifier.__main__, services.lti.__main__"
 
 
 FROM ${PYTHON_IMAGE}
@@ -60,16 +60,19 @@ ENV PATH=/opt/proctor/bin:${PATH} \
     PROCTOR_STATUS__OPS_HOST=0.0.0.0 \
     PROCTOR_STATUS__OPS_PORT=9102 \
     PROCTOR_NOTIFIER__OPS_HOST=0.0.0.0 \
-    PROCTOR_NOTIFIER__OPS_PORT=9103
+    PROCTOR_NOTIFIER__OPS_PORT=9103 \
+    PROCTOR_LTI__HOST=0.0.0.0 \
+    PROCTOR_LTI__PORT=8090
 
 USER ${PROCTOR_UID}:${PROCTOR_UID}
 # Writable scratch for the services (Faust keeps its data directory under the working
 # directory); mount an emptyDir here when the root filesystem is read-only.
 WORKDIR /srv/proctor
 
-# gateway: WebSockets + /healthz /readyz /metrics; router, status, notifier: ops ports.
-EXPOSE 8080 9101 9102 9103
+# gateway: WebSockets + /healthz /readyz /metrics; router, status, notifier: ops ports;
+# lti: its /lti/ routes + /healthz /readyz /metrics.
+EXPOSE 8080 9101 9102 9103 8090
 
 # No default service on purpose: a container started without a command must not quietly
 # become gateway slot 0 next to the real one. It names the choices and exits instead.
-CMD ["sh", "-c", "echo 'choose a command: proctor-gateway | proctor-router | proctor-status | proctor-notifier' >&2; exit 64"]
+CMD ["sh", "-c", "echo 'choose a command: proctor-gateway | proctor-router | proctor-status | proctor-notifier | proctor-lti' >&2; exit 64"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import types
 import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -21,6 +22,7 @@ from pydantic import BaseModel
 
 from adapters.settings import CommonSettings
 from services.gateway.settings import GatewaySettings
+from services.lti.settings import LtiSettings
 from services.notifier.settings import NotifierSettings
 from services.router.settings import RouterSettings
 from services.status.settings import Settings as StatusSettings
@@ -40,6 +42,7 @@ SERVICE_SETTINGS: dict[str, type[CommonSettings]] = {
     "proctor-router": RouterSettings,
     "proctor-status": StatusSettings,
     "proctor-notifier": NotifierSettings,
+    "proctor-lti": LtiSettings,
 }
 
 PROCTOR_NAME = re.compile(r"\bPROCTOR_[A-Z0-9_]+\b")
@@ -64,7 +67,7 @@ def _leaf_names(model: type[BaseModel], prefix: str, delimiter: str) -> set[str]
     names: set[str] = set()
     for field_name, field in model.model_fields.items():
         name = f"{prefix}{field_name.upper()}"
-        nested = [t for t in _types_in(field.annotation) if issubclass(t, BaseModel)]
+        nested = list(_models_in(field.annotation))
         if nested and delimiter:
             for sub in nested:
                 names |= _leaf_names(sub, f"{name}{delimiter}", delimiter)
@@ -73,11 +76,15 @@ def _leaf_names(model: type[BaseModel], prefix: str, delimiter: str) -> set[str]
     return names
 
 
-def _types_in(annotation: object) -> Iterator[type]:
-    if isinstance(annotation, type):
+def _models_in(annotation: object) -> Iterator[type[BaseModel]]:
+    """The models a field holds itself (``Model``, ``Model | None``): set leaf by leaf with the
+    delimiter. A model inside a list or dict (``PROCTOR_LTI__PLATFORMS``) is one variable, a
+    JSON value, like any other container."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         yield annotation
-    for arg in typing.get_args(annotation):
-        yield from _types_in(arg)
+    elif typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            yield from _models_in(arg)
 
 
 def service_of(command: list[str]) -> str | None:
@@ -115,6 +122,9 @@ def listen(settings: CommonSettings) -> tuple[str, int]:
         return settings.status.ops_host, settings.status.ops_port
     if isinstance(settings, NotifierSettings):
         return settings.notifier.ops_host, settings.notifier.ops_port
+    if isinstance(settings, LtiSettings):
+        # The tool's routes are all under /lti/, its ops routes beside them on the same port.
+        return settings.lti.host, settings.lti.port
     raise AssertionError(f"{type(settings).__name__} serves no ops endpoints")
 
 

@@ -1,5 +1,5 @@
-"""The Dockerfile, read as text (no Docker here): one slim non-root image for all four
-services, built from the lock without dev tools, with container-ready listen settings."""
+"""The Dockerfile, read as text (no Docker here): one slim non-root image for every
+service, built from the lock without dev tools, with container-ready listen settings."""
 
 from __future__ import annotations
 
@@ -101,4 +101,6 @@ def test_a_container_without_a_command_exits_instead_of_becoming_a_gateway() -> 
     result = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
     assert result.returncode == 64
     assert "choose a command" in result.stderr
+    for script in entry_points():
+        assert script in result.stderr
     assert "exec" not in argv[-1]
