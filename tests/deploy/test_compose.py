@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from adapters.ops_http import start_ops_server
 from adapters.settings import CommonSettings
 from services.gateway.settings import GatewaySettings
+from services.lti.settings import LtiSettings
 from tests.conftest import scaled
 from tests.deploy.support import (
     COMPOSE_FILE,
@@ -256,7 +257,7 @@ def test_prometheus_scrapes_every_service_where_it_listens_under_the_rules_job_n
         job = (service_of(svc["command"]) or "").removeprefix("proctor-")
         expected.setdefault(job, set()).add(f"{name}:{listen(_settings(svc))[1]}")
     assert {job: scraped.get(job) for job in expected} == expected
-    assert set(expected) == {"gateway", "router", "status", "notifier"}
+    assert set(expected) == {"gateway", "router", "status", "notifier", "lti"}
     # The alerting target and the rule files are the compose ones.
     [alertmanager] = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
     assert alertmanager == "alertmanager:9093"
@@ -312,16 +313,56 @@ def test_grafana_is_provisioned_with_the_prometheus_and_the_generated_dashboards
     assert _mounted_file(grafana, home).is_file()
 
 
+TOKEN_SECRETS = ("PROCTOR_GATEWAY__TOKEN_SECRET", "PROCTOR_LTI__TOKEN_SECRET")
+
+
 def test_the_token_secret_has_no_default() -> None:
     # A well-known default key lets anyone mint tokens; compose must refuse to start instead.
     secrets = {
-        name: svc["environment"]["PROCTOR_GATEWAY__TOKEN_SECRET"]
+        (name, var): svc["environment"][var]
         for name, svc in RUNNING.items()
-        if "PROCTOR_GATEWAY__TOKEN_SECRET" in svc.get("environment", {})
+        for var in TOKEN_SECRETS
+        if var in svc.get("environment", {})
     }
-    assert secrets, "no service gets the token secret"
+    assert {var for _, var in secrets} == set(TOKEN_SECRETS), "a service lacks the token secret"
     for name, secret in secrets.items():
         assert re.fullmatch(r"\$\{PROCTOR_TOKEN_SECRET:\?[^}]+\}", secret), name
+
+
+def _lti() -> tuple[str, LtiSettings]:
+    [(name, svc)] = [
+        (n, s) for n, s in RUNNING.items() if service_of(s["command"]) == "proctor-lti"
+    ]
+    settings = _settings(svc)
+    assert isinstance(settings, LtiSettings)
+    return name, settings
+
+
+def test_the_lti_tool_hands_over_tokens_the_gateways_accept() -> None:
+    _, lti = _lti()
+    for name, svc in RUNNING.items():
+        if service_of(svc["command"]) == "proctor-gateway":
+            gateway = load_settings(GatewaySettings, _env(svc))
+            assert lti.lti.token_secret == gateway.gateway.token_secret, name
+            assert lti.lti.token_issuer == gateway.gateway.token_issuer, name
+
+
+def test_the_lti_tool_sends_browsers_where_compose_publishes() -> None:
+    # Browsers on this machine follow the tool's redirects: its own URL (the platform's
+    # redirect URI, the roster) and the gateway's pages must be the published ports.
+    name, lti = _lti()
+    assert lti.lti.public_url == f"http://127.0.0.1:{lti.lti.port}"
+    host_ports = {port for _, port, _ in _published(SERVICES[name])}
+    assert lti.lti.port in host_ports
+    gateway_ports = {
+        host_port
+        for svc in RUNNING.values()
+        if service_of(svc["command"]) == "proctor-gateway"
+        for _, host_port, _ in _published(svc)
+    }
+    assert lti.lti.app_url.startswith("http://127.0.0.1:")
+    assert int(lti.lti.app_url.rsplit(":", 1)[1]) in gateway_ports
+    assert lti.lti.platforms == [], "no LMS is trusted unless the operator names it"
 
 
 def test_kafka_and_dynamodb_keep_their_data_in_named_volumes() -> None:
