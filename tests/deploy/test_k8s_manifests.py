@@ -4,6 +4,7 @@ services' settings, entry points and shutdown behaviour. Offline; no cluster nee
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pytest
 
 from adapters.settings import CommonSettings
 from services.gateway.settings import GatewaySettings
+from services.lti.settings import LtiSettings
 from tests.deploy.support import (
     K8S_DIR,
     PROCTOR_NAME,
@@ -198,6 +200,7 @@ def test_workload_containers_have_resources_and_probes() -> None:
         "proctor-router",
         "proctor-status",
         "proctor-notifier",
+        "proctor-lti",
     }
     for owner, container in containers:
         resources = container["resources"]
@@ -224,7 +227,7 @@ def test_the_init_job_has_resources_too() -> None:
 def test_env_names_exist_in_the_settings_models() -> None:
     shared = env_names(CommonSettings)
     config = _find("ConfigMap", "proctor-config")["data"]
-    # The shared map is read by all four services and the init job.
+    # The shared map is read by every service and the init job.
     assert set(config) <= shared, sorted(set(config) - shared)
     for owner, container in _containers():
         known = env_names(settings_for(container["command"]))
@@ -374,16 +377,100 @@ def test_notifier_runs_alone() -> None:
     assert notifier["spec"]["strategy"] == {"type": "Recreate"}
 
 
-def test_token_secret_comes_from_the_templated_secret() -> None:
+@pytest.mark.parametrize(
+    ("workload", "variable"),
+    [
+        (("StatefulSet", "proctor-gateway"), "PROCTOR_GATEWAY__TOKEN_SECRET"),
+        (("Deployment", "proctor-lti"), "PROCTOR_LTI__TOKEN_SECRET"),
+    ],
+)
+def test_token_secret_comes_from_the_templated_secret(
+    workload: tuple[str, str], variable: str
+) -> None:
     (secret,) = yaml_documents(K8S_DIR / SECRET_TEMPLATE)
-    (container,) = _gateway()["spec"]["template"]["spec"]["containers"]
+    (container,) = _find(*workload)["spec"]["template"]["spec"]["containers"]
     refs = [v["valueFrom"]["secretKeyRef"] for v in container["env"] if "valueFrom" in v]
     by_name = {v["name"]: v for v in container["env"]}
-    assert "secretKeyRef" in by_name["PROCTOR_GATEWAY__TOKEN_SECRET"]["valueFrom"]
+    assert "secretKeyRef" in by_name[variable]["valueFrom"]
     for ref in refs:
         assert ref["name"] == secret["metadata"]["name"]
         assert ref["key"] in secret["stringData"]
-        assert not ref.get("optional", False), "a missing Secret must stop the gateway"
+        assert not ref.get("optional", False), "a missing Secret must stop the service"
+
+
+# Settings that are keys: from a Secret only, never a value in a manifest or the ConfigMap.
+SECRET_SETTING = re.compile(r"PROCTOR_\w*(SECRET|PASSWORD|PRIVATE_KEY)\w*")
+
+
+def test_no_secret_is_a_plain_value_or_in_the_config_map() -> None:
+    config = _find("ConfigMap", CONFIG_MAP)["data"]
+    assert not [name for name in config if SECRET_SETTING.fullmatch(name)]
+    for owner, container in _containers():
+        for var in container.get("env", []):
+            if SECRET_SETTING.fullmatch(var["name"]) and not var["name"].endswith("_FILE"):
+                assert "secretKeyRef" in var.get("valueFrom", {}), f"{owner}: {var['name']}"
+
+
+def _lti() -> tuple[Doc, Doc]:
+    lti = _find("Deployment", "proctor-lti")
+    (container,) = lti["spec"]["template"]["spec"]["containers"]
+    return lti, container
+
+
+def test_the_lti_tool_signs_tokens_the_gateways_accept() -> None:
+    (gateway,) = _gateway()["spec"]["template"]["spec"]["containers"]
+    _, lti = _lti()
+    secret_ref = {
+        v["name"]: v["valueFrom"]["secretKeyRef"]
+        for c in (gateway, lti)
+        for v in c["env"]
+        if "valueFrom" in v
+    }
+    assert secret_ref["PROCTOR_LTI__TOKEN_SECRET"] == secret_ref["PROCTOR_GATEWAY__TOKEN_SECRET"]
+    gateway_settings = _effective_settings(gateway)
+    lti_settings = _effective_settings(lti)
+    assert isinstance(gateway_settings, GatewaySettings)
+    assert isinstance(lti_settings, LtiSettings)
+    assert lti_settings.lti.token_issuer == gateway_settings.gateway.token_issuer
+
+
+def test_the_lti_key_is_a_mounted_secret_file() -> None:
+    # Every replica signs with, and publishes, the same key: one the operator keeps, never a
+    # key each pod makes for itself (what an unset PROCTOR_LTI__PRIVATE_KEY_FILE means).
+    lti, container = _lti()
+    settings = _effective_settings(container)
+    assert isinstance(settings, LtiSettings)
+    key_file = settings.lti.private_key_file
+    assert key_file is not None
+    [mount] = [
+        m
+        for m in container["volumeMounts"]
+        if key_file.startswith(m["mountPath"].rstrip("/") + "/")
+    ]
+    assert mount.get("readOnly") is True
+    [volume] = [v for v in lti["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "proctor-lti-key"
+    assert not volume["secret"].get("optional", False), "a missing key must stop the tool"
+    assert "items" not in volume["secret"], "previous public keys go in the same Secret"
+    for previous in settings.lti.previous_public_key_files:
+        assert previous.startswith(mount["mountPath"].rstrip("/") + "/")
+
+
+def test_the_lti_tool_is_stateless_and_redundant() -> None:
+    lti, container = _lti()
+    assert lti["spec"]["replicas"] >= 2
+    assert lti["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+    settings = _effective_settings(container)
+    assert isinstance(settings, LtiSettings)
+    # Browsers are sent to these: the public host, over https, the same origin for both.
+    assert settings.lti.public_url.startswith("https://")
+    assert settings.lti.app_url == settings.lti.public_url
+    service = _find("Service", "proctor-lti")
+    pod_labels = lti["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    port_names = {p["name"] for p in container["ports"]}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
 
 
 def test_pods_meet_the_restricted_pod_security_standard() -> None:

@@ -14,7 +14,7 @@ from deploy import k8s_monitoring
 from tests.deploy.support import K8S_DIR, Doc, yaml_documents
 
 MONITORING_DIR = K8S_DIR / "monitoring"
-JOBS = {"gateway", "router", "status", "notifier"}
+JOBS = {"gateway", "router", "status", "notifier", "lti"}
 
 
 def docs(kind: str) -> list[Doc]:
