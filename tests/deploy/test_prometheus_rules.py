@@ -16,6 +16,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from services.gateway.metrics import GatewayMetrics
+from services.lti.metrics import LtiMetrics
 from services.notifier.metrics import NotifierMetrics
 from services.router.metrics import RouterMetrics
 from services.status.metrics import StatusMetrics
@@ -25,7 +26,7 @@ RULES_DIR = ROOT / "deploy" / "prometheus"
 RULE_FILES = {
     "reliability-rules.yml": 6,
     "recording-rules.yml": 12,
-    "service-rules.yml": 7,
+    "service-rules.yml": 8,
 }
 RULE_TESTS = ["reliability-rules.test.yml", "service-rules.test.yml"]
 OPERATIONS = ROOT / "docs" / "operations.md"
@@ -83,7 +84,7 @@ def test_every_rule_file_is_unit_tested() -> None:
 
 def exported_names() -> set[str]:
     names = set()
-    for metrics in (GatewayMetrics, RouterMetrics, StatusMetrics, NotifierMetrics):
+    for metrics in (GatewayMetrics, RouterMetrics, StatusMetrics, NotifierMetrics, LtiMetrics):
         registry = CollectorRegistry()  # each service has its own (process collectors)
         metrics(registry)
         for family in registry.collect():
@@ -99,7 +100,7 @@ def exported_names() -> set[str]:
 
 def named_metrics(text: str) -> set[str]:
     named = set(
-        re.findall(r"\b((?:gateway|router|status|notifier|process|python)_[a-z_]+)\b", text)
+        re.findall(r"\b((?:gateway|router|status|notifier|lti|process|python)_[a-z_]+)\b", text)
     )
     # Regex selectors name a family for several services: expand them.
     for services, suffix in re.findall(r'"\(([a-z|]+)\)(_[a-z_]+)"', text):
@@ -110,7 +111,12 @@ def named_metrics(text: str) -> set[str]:
 def test_every_metric_the_rules_name_is_exported_by_a_service() -> None:
     exprs = "\n".join(str(rule["expr"]) for rule in rules())
     named = named_metrics(exprs)
-    assert {"gateway_delivery_seconds_bucket", "status_lag_events", "process_open_fds"} <= named
+    assert {
+        "gateway_delivery_seconds_bucket",
+        "status_lag_events",
+        "process_open_fds",
+        "lti_refusals_total",
+    } <= named
     missing = sorted(named - exported_names())
     assert missing == [], f"rules name metrics no service exports: {missing}"
 
@@ -126,7 +132,7 @@ def test_every_recorded_series_a_rule_uses_is_recorded() -> None:
 
 def test_every_alert_has_a_severity_a_summary_and_a_runbook_section() -> None:
     alerts = [rule for rule in rules() if "alert" in rule]
-    assert len(alerts) == 13
+    assert len(alerts) == 14
     headings = re.findall(r"^#+ (.+)$", OPERATIONS.read_text(), flags=re.MULTILINE)
     anchors = {re.sub(r"[^a-z0-9 _-]", "", h.lower()).replace(" ", "-") for h in headings}
     for alert in alerts:
