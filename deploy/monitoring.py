@@ -1,7 +1,7 @@
 """Point the local Prometheus (``infra/monitoring``) at a running system.
 
 Prometheus reads its scrape targets from files, one directory per job (gateway, router,
-status, notifier). A launcher that knows where its services listen writes one file per job
+status, notifier, lti). A launcher that knows where its services listen writes one file per job
 while they run and removes it when they stop, so Prometheus scrapes exactly the processes that
 exist and a stopped demo raises no ``up == 0`` alert.
 """
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-JOBS = ("gateway", "router", "status", "notifier")
+JOBS = ("gateway", "router", "status", "notifier", "lti")
 
 
 def local_dir() -> Path:

@@ -21,6 +21,7 @@ def test_one_file_per_job_with_the_run_and_slot_labels(
         "router": 40001,
         "status": 40002,
         "notifier": 40003,
+        "lti": 40004,
     }
     written = monitoring.write_targets(ports, "demo-1")
     base = tmp_path / "conf" / "prometheus" / "targets"
