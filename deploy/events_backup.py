@@ -131,7 +131,8 @@ async def restore(kafka: KafkaSettings, path: Path, topic: str | None = None) ->
     await ensure_topics(
         kafka.model_copy(update={"events_topic": topic, "events_partitions": partitions})
     )
-    if (existing := await partition_count(kafka, topic)) != partitions:
+    existing = await _settled_partition_count(kafka, topic, partitions)
+    if existing != partitions:
         raise RestoreRefused(f"{topic} has {existing} partitions, the backup {partitions}")
     await _require_empty(kafka, topic, partitions)
     producer = durable_producer(kafka, client_id="events-restore")
@@ -160,6 +161,19 @@ async def restore(kafka: KafkaSettings, path: Path, topic: str | None = None) ->
             f"wrote {written} records, the backup's header says {header['records']}"
         )
     return written
+
+
+async def _settled_partition_count(
+    kafka: KafkaSettings, topic: str, expected: int, *, within_s: float = 10.0
+) -> int:
+    """The topic's partition count once the broker's metadata shows it: a topic created a
+    moment ago can describe as missing (0 partitions) for a little while."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        count = await partition_count(kafka, topic)
+        if count == expected or count > 0 or asyncio.get_running_loop().time() > deadline:
+            return count
+        await asyncio.sleep(0.2)
 
 
 async def _require_empty(kafka: KafkaSettings, topic: str, partitions: int) -> None:
