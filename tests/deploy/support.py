@@ -29,6 +29,8 @@ from services.status.settings import Settings as StatusSettings
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO / "k8s"
+# The plain manifests the overlays (k8s/overlays/) build on.
+K8S_BASE = K8S_DIR / "base"
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"

@@ -1,6 +1,6 @@
-"""The one-shot init of docker-compose.yml and k8s/init-job.yaml, run for real against the
-infrastructure: it must create every topic with its partitions and the DynamoDB table, and
-a second run must change nothing."""
+"""The one-shot init of docker-compose.yml and k8s/base/init-job.yaml, run for real against
+the infrastructure: it must create every topic with its partitions and the DynamoDB table,
+and a second run must change nothing."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from adapters.dynamo_store import DynamoStatusStore
 from adapters.kafka_topics import topic_specs
 from adapters.settings import CommonSettings, DynamoSettings, KafkaSettings
 from tests.conftest import scaled, unique
-from tests.deploy.support import COMPOSE_FILE, K8S_DIR, yaml_documents
+from tests.deploy.support import COMPOSE_FILE, K8S_BASE, yaml_documents
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ def _compose_script() -> str:
 
 
 def _job_script() -> str:
-    (job,) = yaml_documents(K8S_DIR / "init-job.yaml")
+    (job,) = yaml_documents(K8S_BASE / "init-job.yaml")
     (container,) = job["spec"]["template"]["spec"]["containers"]
     return str(container["command"][-1])
 

@@ -1,5 +1,6 @@
-"""The Kubernetes manifests in k8s/: valid against the API schemas, and consistent with the
-services' settings, entry points and shutdown behaviour. Offline; no cluster needed."""
+"""The Kubernetes base manifests in k8s/base/: valid against the API schemas, and consistent
+with the services' settings, entry points and shutdown behaviour. Offline; no cluster needed.
+The overlays built on them: test_k8s_overlays.py."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from adapters.settings import CommonSettings
 from services.gateway.settings import GatewaySettings
 from services.lti.settings import LtiSettings
 from tests.deploy.support import (
-    K8S_DIR,
+    K8S_BASE,
     PROCTOR_NAME,
     Doc,
     dockerfile_instruction,
@@ -44,7 +45,7 @@ WORKLOAD_KINDS = {"Deployment", "StatefulSet"}
 SECRET_STAND_IN = "s" * 48
 CONFIG_MAP = "proctor-config"
 
-MANIFEST_FILES = sorted(p for p in K8S_DIR.glob("*.yaml") if p.name != KUSTOMIZATION)
+MANIFEST_FILES = sorted(p for p in K8S_BASE.glob("*.yaml") if p.name != KUSTOMIZATION)
 
 
 def _objects() -> list[tuple[str, Doc]]:
@@ -57,11 +58,11 @@ APPLIED = [(name, doc) for name, doc in OBJECTS if name != SECRET_TEMPLATE]
 
 def _generated_config_map() -> Doc:
     """The ConfigMap kustomize generates from config.env (its name gets a content hash)."""
-    (kustomization,) = yaml_documents(K8S_DIR / KUSTOMIZATION)
+    (kustomization,) = yaml_documents(K8S_BASE / KUSTOMIZATION)
     (generator,) = kustomization["configMapGenerator"]
     data: dict[str, str] = {}
     for env_file in generator["envs"]:
-        for line in (K8S_DIR / env_file).read_text().splitlines():
+        for line in (K8S_BASE / env_file).read_text().splitlines():
             if line.strip() and not line.lstrip().startswith("#"):
                 key, _, value = line.partition("=")
                 assert key and _ == "=", f"{env_file}: not KEY=value: {line!r}"
@@ -172,7 +173,7 @@ def test_validator_rejects_a_misspelt_field() -> None:
 
 
 def test_kustomization_applies_every_manifest_but_the_secret_template() -> None:
-    (kustomization,) = yaml_documents(K8S_DIR / KUSTOMIZATION)
+    (kustomization,) = yaml_documents(K8S_BASE / KUSTOMIZATION)
     listed = kustomization["resources"]
     assert sorted(listed) == sorted(p.name for p in MANIFEST_FILES if p.name != SECRET_TEMPLATE)
     assert kustomization["namespace"] == NAMESPACE
@@ -387,7 +388,7 @@ def test_notifier_runs_alone() -> None:
 def test_token_secret_comes_from_the_templated_secret(
     workload: tuple[str, str], variable: str
 ) -> None:
-    (secret,) = yaml_documents(K8S_DIR / SECRET_TEMPLATE)
+    (secret,) = yaml_documents(K8S_BASE / SECRET_TEMPLATE)
     (container,) = _find(*workload)["spec"]["template"]["spec"]["containers"]
     refs = [v["valueFrom"]["secretKeyRef"] for v in container["env"] if "valueFrom" in v]
     by_name = {v["name"]: v for v in container["env"]}

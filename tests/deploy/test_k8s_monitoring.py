@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from deploy import k8s_monitoring
-from tests.deploy.support import K8S_DIR, Doc, yaml_documents
+from tests.deploy.support import K8S_BASE, K8S_DIR, Doc, yaml_documents
 
 MONITORING_DIR = K8S_DIR / "monitoring"
 JOBS = {"gateway", "router", "status", "notifier", "lti"}
@@ -31,7 +31,7 @@ def workload_pods() -> dict[str, Doc]:
     """Workload name -> its pod template."""
     return {
         doc["metadata"]["name"]: doc["spec"]["template"]
-        for path in sorted(K8S_DIR.glob("*.yaml"))
+        for path in sorted(K8S_BASE.glob("*.yaml"))
         for doc in yaml_documents(path)
         if doc.get("kind") in {"Deployment", "StatefulSet"}
     }
@@ -106,7 +106,7 @@ def test_the_service_monitor_scrapes_exactly_the_metrics_services() -> None:
     ]
     assert chosen == services
     # The gateway's own Services (WebSocket entry, per-pod DNS) must not be scraped again.
-    for path in sorted(K8S_DIR.glob("*.yaml")):
+    for path in sorted(K8S_BASE.glob("*.yaml")):
         for doc in yaml_documents(path):
             if doc.get("kind") == "Service":
                 assert not selects(spec["selector"]["matchLabels"], doc["metadata"]["labels"])
