@@ -366,6 +366,22 @@ def test_gateway_services_and_disruption_budget() -> None:
     assert pdb["spec"]["maxUnavailable"] == 1
 
 
+def test_every_workload_has_a_disruption_budget_that_lets_drains_through() -> None:
+    budgets = [doc for _, doc in APPLIED if doc["kind"] == "PodDisruptionBudget"]
+    for workload in _workloads():
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        owner = workload["metadata"]["name"]
+        [pdb] = [
+            b for b in budgets if b["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        ]
+        # One pod at a time, never zero: with one replica (the notifier) minAvailable: 1 or
+        # maxUnavailable: 0 would block every node drain for good.
+        assert pdb["spec"]["maxUnavailable"] == 1, owner
+        assert "minAvailable" not in pdb["spec"], owner
+        assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow", owner
+    assert len(budgets) == len(_workloads())
+
+
 def test_selectors_match_their_pod_templates() -> None:
     for workload in _workloads():
         labels = workload["spec"]["template"]["metadata"]["labels"]
