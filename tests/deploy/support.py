@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO / "k8s"
 # The plain manifests the overlays (k8s/overlays/) build on.
 K8S_BASE = K8S_DIR / "base"
+# An older minor still common on managed clusters, and the newest the validator bundles.
+KUBERNETES_VERSIONS = ("1.31", "1.37")
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"

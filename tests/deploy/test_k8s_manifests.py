@@ -20,6 +20,7 @@ from services.gateway.settings import GatewaySettings
 from services.lti.settings import LtiSettings
 from tests.deploy.support import (
     K8S_BASE,
+    KUBERNETES_VERSIONS,
     PROCTOR_NAME,
     Doc,
     dockerfile_instruction,
@@ -34,9 +35,6 @@ from tests.deploy.support import (
     yaml_documents,
 )
 
-# An older minor still common on managed clusters, and the newest the validator
-# bundles.
-KUBERNETES_VERSIONS = ("1.31", "1.37")
 NAMESPACE = "proctoring"
 KUSTOMIZATION = "kustomization.yaml"
 SECRET_TEMPLATE = "token-secret.template.yaml"
