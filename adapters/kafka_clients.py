@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from adapters.kafka_security import client_kwargs
 from adapters.settings import KafkaSettings
 
 # The broker answers a fetch as soon as one byte is there; this only bounds how long an idle
@@ -22,6 +23,7 @@ def durable_producer(
     """
     return AIOKafkaProducer(
         bootstrap_servers=kafka.bootstrap,
+        **client_kwargs(kafka),
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
@@ -49,6 +51,7 @@ def group_consumer(
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=kafka.bootstrap,
+        **client_kwargs(kafka),
         group_id=group_id,
         client_id=client_id,
         enable_auto_commit=False,
@@ -67,6 +70,7 @@ def reader(
     """Group-less consumer for topics read whole or by explicit partition (presence, deliveries)."""
     return AIOKafkaConsumer(
         bootstrap_servers=kafka.bootstrap,
+        **client_kwargs(kafka),
         client_id=client_id,
         group_id=None,
         enable_auto_commit=False,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from adapters.kafka_security import client_kwargs
 from adapters.settings import KafkaSettings
 
 
@@ -63,7 +64,9 @@ def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
 async def _admin(kafka: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
     """An admin client, started and closed, with its work bounded like its start."""
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=kafka.bootstrap, request_timeout_ms=int(kafka.request_timeout_s * 1000)
+        bootstrap_servers=kafka.bootstrap,
+        **client_kwargs(kafka),
+        request_timeout_ms=int(kafka.request_timeout_s * 1000),
     )
     async with asyncio.timeout(kafka.request_timeout_s * 3):
         await admin.start()

@@ -15,6 +15,7 @@ import time
 
 import redis.asyncio as aioredis
 
+from adapters.redis_client import redis_client
 from adapters.settings import CommonSettings, RedisSettings
 
 
@@ -35,7 +36,7 @@ class RedisRevocations:
 
 async def _revoke(jti: str, until_epoch_s: int) -> None:
     settings = CommonSettings()
-    client = aioredis.Redis.from_url(settings.redis.url)
+    client = redis_client(settings.redis)
     try:
         await RedisRevocations(client, settings.redis).revoke(jti, until_epoch_s=until_epoch_s)
     finally:

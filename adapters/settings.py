@@ -7,10 +7,15 @@ settings extend ``CommonSettings`` in the service's own ``settings.py``.
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 class KafkaSettings(BaseModel):
@@ -32,6 +37,78 @@ class KafkaSettings(BaseModel):
         default=1, ge=1, description="replicas per topic partition when topics are created"
     )
     request_timeout_s: float = Field(default=10.0, description="bound on any single Kafka call")
+    # -- security (adapters/kafka_security.py turns these into every client's arguments) ----
+    security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT",
+        description=(
+            "how clients talk to the brokers: PLAINTEXT, SSL (TLS; with a client certificate:"
+            " mutual TLS), SASL_PLAINTEXT or SASL_SSL (a user and password, over TLS for SASL_SSL)"
+        ),
+    )
+    sasl_mechanism: SaslMechanism | None = Field(
+        default=None,
+        description=(
+            "SASL mechanism, required with SASL_*: SCRAM-SHA-512 or SCRAM-SHA-256 (MSK, Strimzi),"
+            " PLAIN (Confluent Cloud; only over SASL_SSL unless sasl_plain_over_plaintext)"
+        ),
+    )
+    sasl_username: str | None = Field(
+        default=None, description="SASL user (Confluent Cloud: the API key), required with SASL_*"
+    )
+    sasl_password: SecretStr | None = Field(
+        default=None,
+        description=(
+            "SASL password (Confluent Cloud: the API secret); set it or sasl_password_file,"
+            " not both. Prefer the file: a mounted Secret, never a ConfigMap value"
+        ),
+    )
+    sasl_password_file: str | None = Field(
+        default=None,
+        description=(
+            "file holding the SASL password (e.g. a mounted Kubernetes Secret), read when each"
+            " client is made; one trailing newline is ignored. Set it or sasl_password, not both"
+        ),
+    )
+    sasl_plain_over_plaintext: bool = Field(
+        default=False,
+        description=(
+            "allow SASL PLAIN over SASL_PLAINTEXT, which sends the password unencrypted:"
+            " only for a test broker on loopback"
+        ),
+    )
+    ssl_cafile: str | None = Field(
+        default=None,
+        description=(
+            "PEM bundle of the CAs that sign the brokers' certificates (SSL, SASL_SSL);"
+            " null: the system's trusted CAs (enough for MSK and Confluent Cloud)"
+        ),
+    )
+    ssl_certfile: str | None = Field(
+        default=None,
+        description=(
+            "PEM client certificate for mutual TLS (Strimzi's tls listener: user.crt); with its"
+            " key inside unless ssl_keyfile is set"
+        ),
+    )
+    ssl_keyfile: str | None = Field(
+        default=None, description="PEM private key of ssl_certfile (Strimzi: user.key)"
+    )
+    ssl_key_password_file: str | None = Field(
+        default=None, description="file holding the passphrase of an encrypted ssl_keyfile"
+    )
+    ssl_check_hostname: bool = Field(
+        default=True,
+        description=(
+            "check that a broker's certificate names the host connected to (the certificate"
+            " chain is verified either way)"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _security_consistent(self) -> KafkaSettings:
+        if problems := kafka_security_problems(self):
+            raise ValueError("; ".join(problems))
+        return self
 
     @classmethod
     def for_run(cls, run: str, **fields: Any) -> KafkaSettings:
@@ -47,6 +124,106 @@ class RedisSettings(BaseModel):
     url: str = Field(default="redis://127.0.0.1:16379/0", description="hot, rebuildable state")
     timeout_s: float = Field(default=2.0, description="bound on any single Redis call")
     key_prefix: str = Field(default="", description="namespace for every key (tests, tenants)")
+    password_file: str | None = Field(
+        default=None,
+        description=(
+            "file holding the Redis password (AUTH; e.g. a mounted Kubernetes Secret), read at"
+            " start; instead of a password in the URL, not beside one. The user, if any, goes"
+            " in the URL (rediss://user@host:6380/0)"
+        ),
+    )
+    ssl_ca_certs: str | None = Field(
+        default=None,
+        description="PEM bundle of the CAs that sign the server's certificate (rediss:// only)",
+    )
+    ssl_certfile: str | None = Field(
+        default=None, description="PEM client certificate for mutual TLS (rediss:// only)"
+    )
+    ssl_keyfile: str | None = Field(
+        default=None, description="PEM private key of ssl_certfile (rediss:// only)"
+    )
+
+    @model_validator(mode="after")
+    def _security_consistent(self) -> RedisSettings:
+        if problems := redis_security_problems(self):
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def kafka_security_problems(kafka: KafkaSettings) -> list[str]:
+    """What is inconsistent in the Kafka security settings, each naming its variables.
+
+    Settings that would be silently ignored are refused too: a password set beside a
+    PLAINTEXT protocol means the operator expected authentication that would not happen.
+    """
+    k = "PROCTOR_KAFKA__"
+    protocol = kafka.security_protocol
+    sasl, tls = protocol.startswith("SASL_"), protocol in ("SSL", "SASL_SSL")
+    problems = []
+    if sasl:
+        if kafka.sasl_mechanism is None:
+            problems.append(f"{k}SECURITY_PROTOCOL={protocol} needs {k}SASL_MECHANISM")
+        if not kafka.sasl_username:
+            problems.append(f"{k}SECURITY_PROTOCOL={protocol} needs {k}SASL_USERNAME")
+        if not kafka.sasl_password and not kafka.sasl_password_file:
+            problems.append(
+                f"{k}SECURITY_PROTOCOL={protocol} needs {k}SASL_PASSWORD_FILE (or {k}SASL_PASSWORD)"
+            )
+        if kafka.sasl_password and kafka.sasl_password_file:
+            problems.append(f"set {k}SASL_PASSWORD or {k}SASL_PASSWORD_FILE, not both")
+        if kafka.sasl_mechanism == "PLAIN" and not tls and not kafka.sasl_plain_over_plaintext:
+            problems.append(
+                f"{k}SASL_MECHANISM=PLAIN over {protocol} sends the password unencrypted:"
+                f" use {k}SECURITY_PROTOCOL=SASL_SSL (or, for a test broker on loopback,"
+                f" {k}SASL_PLAIN_OVER_PLAINTEXT=true)"
+            )
+    else:
+        unused = [
+            name
+            for name in ("sasl_mechanism", "sasl_username", "sasl_password", "sasl_password_file")
+            if getattr(kafka, name)
+        ]
+        if unused:
+            names = ", ".join(k + name.upper() for name in unused)
+            problems.append(
+                f"{names} set but {k}SECURITY_PROTOCOL={protocol} does not use SASL:"
+                f" set it to SASL_SSL (or SASL_PLAINTEXT)"
+            )
+    files = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_key_password_file")
+    if not tls:
+        unused = [name for name in files if getattr(kafka, name)]
+        if unused:
+            names = ", ".join(k + name.upper() for name in unused)
+            problems.append(
+                f"{names} set but {k}SECURITY_PROTOCOL={protocol} does not use TLS:"
+                f" set it to SSL or SASL_SSL"
+            )
+    if kafka.ssl_keyfile and not kafka.ssl_certfile:
+        problems.append(f"{k}SSL_KEYFILE needs {k}SSL_CERTFILE, the certificate it belongs to")
+    if kafka.ssl_key_password_file and not kafka.ssl_certfile:
+        problems.append(f"{k}SSL_KEY_PASSWORD_FILE needs {k}SSL_CERTFILE (and its key)")
+    return problems
+
+
+def redis_security_problems(redis: RedisSettings) -> list[str]:
+    """What is inconsistent in the Redis security settings, each naming its variables."""
+    r = "PROCTOR_REDIS__"
+    try:
+        url = urlsplit(redis.url)
+        password_in_url = url.password is not None
+    except ValueError:  # not for us to judge: the Redis client names what is wrong with it
+        return []
+    problems = []
+    if redis.password_file and password_in_url:
+        problems.append(f"set a password in {r}URL or {r}PASSWORD_FILE, not both")
+    tls_files = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+    unused = [name for name in tls_files if getattr(redis, name)]
+    if unused and url.scheme != "rediss":
+        names = ", ".join(r + name.upper() for name in unused)
+        problems.append(f"{names} set but {r}URL is not rediss:// (TLS)")
+    if redis.ssl_keyfile and not redis.ssl_certfile:
+        problems.append(f"{r}SSL_KEYFILE needs {r}SSL_CERTFILE, the certificate it belongs to")
+    return problems
 
 
 class DynamoSettings(BaseModel):
@@ -90,3 +267,22 @@ class CommonSettings(BaseSettings):
             " (adapters/gc_tuning.py)"
         ),
     )
+
+
+class SecretFileError(RuntimeError):
+    """A secret named by a ``*_FILE`` setting could not be read (the message names the
+    variable and the path, never the content)."""
+
+
+def read_secret_file(path: str, variable: str) -> str:
+    """The secret in ``path`` (a mounted Kubernetes Secret, say), less one trailing newline
+    (``echo pw > file`` and most secret tooling add one); refused when unreadable or empty."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise SecretFileError(f"{variable}: cannot read {path}: {reason}") from None
+    secret = text.removesuffix("\n").removesuffix("\r")
+    if not secret:
+        raise SecretFileError(f"{variable}: {path} is empty")
+    return secret

@@ -146,9 +146,9 @@ def _default_text(field: FieldInfo, secret: bool) -> str:
         return GENERATED
     if field.default is PydanticUndefined:
         return REQUIRED
-    if secret:
+    if secret and field.default is not None:
         return DEVELOPMENT_SECRET
-    value = field.default
+    value = field.default  # an unset secret (None) has nothing to hide
     if isinstance(value, Path):
         return _repo_relative(value)
     return display(value)

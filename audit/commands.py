@@ -18,11 +18,11 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import orjson
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from adapters.dynamo_store import DynamoStatusStore, StatusStoreUnavailable
+from adapters.redis_client import redis_client
 from adapters.snapshot_store import RedisSnapshotStore
 from audit.chain import ChainWriter, Verdict, verify
 from audit.dedupe import RecentIds, dedupe_key
@@ -362,7 +362,7 @@ async def _repair_snapshot(
     meanwhile by a running status service is never rolled back. Watermarks are left alone:
     they cover every exam of the log, and this rebuilt one only.
     """
-    client = aioredis.Redis.from_url(settings.redis.url)
+    client = redis_client(settings.redis)
     stack.push_async_callback(client.aclose)
     snapshots = RedisSnapshotStore(client, settings.redis, topic=settings.kafka.events_topic)
     try:

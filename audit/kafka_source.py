@@ -18,6 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from adapters.kafka_security import client_kwargs
 from adapters.settings import KafkaSettings
 from audit.errors import LogUnavailable
 from audit.times import TimeRange
@@ -55,6 +56,7 @@ class LogSource:
         self._max_records = max_records
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=kafka.bootstrap,
+            **client_kwargs(kafka),
             client_id=client_id,
             group_id=None,
             enable_auto_commit=False,

@@ -11,10 +11,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from redis import asyncio as aioredis
-
 from adapters.dynamo_store import DynamoStatusStore, StatusStoreUnavailable
 from adapters.kafka_topics import delete_topics, ensure_topics
+from adapters.redis_client import redis_client
 from adapters.settings import CommonSettings, KafkaSettings
 from simulator.launcher import Cluster
 
@@ -67,7 +66,7 @@ async def bench_system(
 
 async def forget_run(base: CommonSettings, run_id: str) -> None:
     """Delete what a run left in Redis (keys under its prefix) and its DynamoDB table."""
-    client = aioredis.Redis.from_url(base.redis.url)
+    client = redis_client(base.redis)
     try:
         batch: list[bytes] = []
         async for key in client.scan_iter(match=f"{run_id}:*", count=1000):

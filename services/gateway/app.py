@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -24,6 +23,7 @@ from redis.exceptions import RedisError
 from adapters.jwks import JwksKeys
 from adapters.kafka_clients import durable_producer, reader
 from adapters.ops_http import add_ops_routes, start_ops_server
+from adapters.redis_client import redis_client
 from adapters.revocations import RedisRevocations
 from adapters.snapshot_store import RedisSnapshotStore, SnapshotStore
 from adapters.tokens import Identity, TokenCodec, TokenError
@@ -178,8 +178,8 @@ async def _kafka_producer(app: web.Application) -> AsyncIterator[None]:
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    client = aioredis.Redis.from_url(
-        settings.redis.url, socket_timeout=settings.redis.timeout_s, socket_connect_timeout=2
+    client = redis_client(
+        settings.redis, socket_timeout=settings.redis.timeout_s, socket_connect_timeout=2
     )
     app[SNAPSHOTS] = RedisSnapshotStore(client, settings.redis, topic=settings.kafka.events_topic)
     app[REVOCATIONS] = RedisRevocations(client, settings.redis)

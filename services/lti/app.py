@@ -27,13 +27,13 @@ from urllib.parse import urlencode
 
 import aiohttp
 import jwt
-import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from adapters.jwks import ALGORITHMS, JwksKeys
 from adapters.ops_http import add_ops_routes
+from adapters.redis_client import redis_client
 from adapters.tokens import ProctorIdentity, StudentIdentity, TokenCodec, TokenError
 from domain.lti import (
     Launch,
@@ -400,8 +400,8 @@ async def roster(request: web.Request) -> web.Response:
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    client = aioredis.Redis.from_url(
-        settings.redis.url, socket_timeout=settings.redis.timeout_s, socket_connect_timeout=2
+    client = redis_client(
+        settings.redis, socket_timeout=settings.redis.timeout_s, socket_connect_timeout=2
     )
     session = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=settings.lti.http_timeout_s),

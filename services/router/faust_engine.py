@@ -26,6 +26,8 @@ from faust.sensors.monitor import Monitor
 
 from adapters.dead_letters import DeadLetter, DeadLetterWriter
 from adapters.group_reader import ReaderMetrics
+from adapters.kafka_security import client_kwargs
+from adapters.settings import KafkaSettings
 from services.router.engine import LogRouting, RoutedBatch
 from services.router.errors import RouterError, StartupFailed
 from services.router.settings import RouterSettings
@@ -75,7 +77,31 @@ class _QuietMonitor(Monitor):
 
 
 def faust_broker_url(bootstrap: str) -> str:
+    # ``kafka://`` names Faust's aiokafka driver whatever the security: TLS and SASL come with
+    # the credentials (faust_credentials), not with the URL's scheme.
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
+
+
+def faust_credentials(kafka: KafkaSettings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """``broker_credentials`` for the Faust app, from the arguments every other client gets
+    (adapters/kafka_security.py): Faust hands them to its aiokafka consumer and producer.
+
+    Faust infers the protocol: SASL credentials with a TLS context are SASL_SSL, without one
+    SASL_PLAINTEXT; SSL credentials are SSL (its context carrying any client certificate).
+    """
+    security = client_kwargs(kafka)
+    protocol = security["security_protocol"]
+    context = security.get("ssl_context")
+    if protocol in ("SASL_SSL", "SASL_PLAINTEXT"):
+        return faust.SASLCredentials(
+            username=security["sasl_plain_username"],
+            password=security["sasl_plain_password"],
+            mechanism=security["sasl_mechanism"],
+            ssl_context=context,
+        )
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return None
 
 
 class FaustEngine:
@@ -148,6 +174,7 @@ class FaustEngine:
             opts.app_id,
             monitor=_QuietMonitor(),
             broker=faust_broker_url(kafka.bootstrap),
+            broker_credentials=faust_credentials(kafka),
             broker_client_id=opts.instance,
             autodiscover=False,
             datadir=opts.data_dir,

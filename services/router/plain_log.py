@@ -28,6 +28,7 @@ from adapters.group_reader import (
     ReaderMetrics,
     ReaderOptions,
 )
+from adapters.kafka_security import client_kwargs
 from services.router.engine import LogRouting, RoutedBatch
 from services.router.errors import StartupFailed
 from services.router.settings import RouterSettings
@@ -69,6 +70,7 @@ class PlainLogEngine:
         self._routing = routing
         self.producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka.bootstrap,
+            **client_kwargs(settings.kafka),
             client_id=f"{opts.instance}-deliveries",
             acks="all",
             enable_idempotence=True,

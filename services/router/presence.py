@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from adapters.kafka_security import client_kwargs
 from adapters.settings import KafkaSettings
 from schemas.presence import PresenceRecord, decode_presence
 from services.router.errors import StartupFailed
@@ -53,6 +54,7 @@ class PresenceReader:
         # The broker answers a fetch as soon as a record arrives, so latency is unchanged.
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=kafka.bootstrap,
+            **client_kwargs(kafka),
             client_id=client_id,
             group_id=None,
             enable_auto_commit=False,

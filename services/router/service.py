@@ -49,6 +49,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry
 
+from adapters.kafka_security import client_kwargs
 from adapters.ops_http import start_ops_server
 from domain.routing import (
     NOBODY,
@@ -106,6 +107,7 @@ class RouterService:
         self._caught_up = True
         self._admin = AIOKafkaAdminClient(
             bootstrap_servers=self._settings.kafka.bootstrap,
+            **client_kwargs(self._settings.kafka),
             client_id=f"{self._opts.instance}-admin",
             request_timeout_ms=int(self._settings.kafka.request_timeout_s * 1000),
         )

@@ -51,7 +51,6 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any, Literal, TypeVar
 
-import redis.asyncio as aioredis
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -64,6 +63,7 @@ from adapters.dynamo_store import DynamoStatusStore, StatusStore, StatusStoreUna
 from adapters.group_reader import Batch, GroupReader, ReaderFailed, ReaderOptions
 from adapters.kafka_topics import ensure_topics
 from adapters.ops_http import start_ops_server
+from adapters.redis_client import redis_client
 from adapters.snapshot_store import RedisSnapshotStore, SnapshotStore
 from domain.first_attempt import FirstAttemptBuffer, Position, item_key
 from domain.rate_limit import TokenBucket
@@ -159,7 +159,7 @@ class StatusService:
         self.ops_port = _bound_port(runner.addresses)
 
         if self._snapshots is None:
-            client = aioredis.Redis.from_url(self.settings.redis.url)
+            client = redis_client(self.settings.redis)
             stack.push_async_callback(client.aclose)
             self._snapshots = RedisSnapshotStore(
                 client, self.settings.redis, topic=kafka.events_topic
