@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.errors import InvalidPartitionsError, TopicAlreadyExistsError
 
 from adapters.kafka_security import client_kwargs
 from adapters.settings import KafkaSettings
@@ -40,9 +41,10 @@ def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
             1,
             {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
         ),
+        # Partitioned by attempt (heartbeat_partition): the notifiers divide them.
         TopicSpec(
             kafka.heartbeats_topic,
-            1,
+            kafka.heartbeats_partitions,
             {"cleanup.policy": "delete", "retention.ms": str(kafka.heartbeats_retention_ms)},
         ),
         TopicSpec(
@@ -96,7 +98,22 @@ async def ensure_topics(kafka: KafkaSettings) -> list[str]:
                 )
             except TopicAlreadyExistsError:
                 pass
+        if kafka.heartbeats_topic in existing:
+            await _grow_heartbeats(admin, kafka)
     return [spec.name for spec in missing]
+
+
+async def _grow_heartbeats(admin: AIOKafkaAdminClient, kafka: KafkaSettings) -> None:
+    """Give the heartbeat topic the partitions the settings ask for (more notifiers to share
+    the liveness work). Only this topic grows on its own: its records are transient and sent
+    to explicit partitions, while a keyed topic would scatter its keys' order."""
+    described = await admin.describe_topics([kafka.heartbeats_topic])
+    have = sum(len(d["partitions"]) for d in described if d["error_code"] == 0)
+    if 0 < have < kafka.heartbeats_partitions:
+        with contextlib.suppress(InvalidPartitionsError):  # another process grew it first
+            await admin.create_partitions(
+                {kafka.heartbeats_topic: NewPartitions(kafka.heartbeats_partitions)}
+            )
 
 
 async def partition_count(kafka: KafkaSettings, topic: str) -> int:

@@ -28,6 +28,14 @@ class KafkaSettings(BaseModel):
     events_retention_ms: int = Field(
         default=-1, description="event log retention; -1 keeps the audit record forever"
     )
+    heartbeats_partitions: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "partitions of the heartbeat topic: the notifiers share the attempts by them (one"
+            " notifier per partition at most, so the most notifiers that can work at once)"
+        ),
+    )
     deliveries_partitions: int = Field(
         default=32, ge=1, description="one per gateway slot: the most gateways that can run"
     )

@@ -8,13 +8,16 @@ thing; every consumer reads it whole from the beginning to rebuild its maps:
 - ``sub/<slot>/<exam>``    ExamWatch while proctors on the slot watch the exam; tombstone after.
 - ``att/<attempt>``        AttemptLiveness: the notifier's verdict (its durable state).
 
-Heartbeats carry ``GatewayHeartbeat`` every second from each gateway: the gateway is alive, and
-these students heartbeated at these times. The notifier adds its own ``LogProbe`` to the same
-partition, so reading both in order tells a silent gateway from a stalled log.
+Heartbeats carry ``GatewayHeartbeat`` every second from each gateway to every partition of the
+heartbeat topic: the gateway is alive, and these students of the partition (by
+``heartbeat_partition``) heartbeated at these times. Each notifier owns some partitions and
+judges their attempts; it adds its own ``LogProbe`` to each partition it owns, so reading both
+in order tells a silent gateway from a stalled log.
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -134,6 +137,13 @@ def watch_key(slot: int, exam: str) -> bytes:
 
 def liveness_key(attempt: str) -> bytes:
     return f"att/{attempt}".encode()
+
+
+def heartbeat_partition(attempt: str, partitions: int) -> int:
+    """The heartbeat partition an attempt's liveness belongs to: the notifier that owns it
+    judges the attempt (one notifier per partition at most; docs/architecture.md). Stable
+    across processes and restarts, unlike ``hash()``."""
+    return zlib.crc32(attempt.encode()) % partitions if partitions > 1 else 0
 
 
 def decode_presence(raw: bytes) -> PresenceRecord:

@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
 from schemas.events import ExamEvent, encode_event, log_key
-from schemas.presence import GatewayHeartbeat
+from schemas.presence import GatewayHeartbeat, heartbeat_partition
 from services.gateway.errors import Unavailable
 from services.gateway.limits import LogHealth
 from services.gateway.settings import GatewaySettings
@@ -117,25 +117,35 @@ class Publisher:
         self._beats[attempt] = now_ms()
 
     async def run_heartbeats(self) -> None:
-        """One record per interval: this gateway is alive, and these students beat."""
+        """One record per interval to each heartbeat partition: this gateway is alive, and
+        these students of the partition beat (each partition's notifier judges its own)."""
+        partitions = self._kafka.heartbeats_partitions
+        key = f"gw/{self._gateway.slot}".encode()
         while True:
             beats, self._beats = self._beats, {}
-            record = GatewayHeartbeat(
-                slot=self._gateway.slot,
-                instance=self._gateway.instance,
-                ts=now_ms(),
-                connections=self.connections,
-                students=beats,
-            )
+            shares: list[dict[str, int]] = [{} for _ in range(partitions)]
+            for attempt, at in beats.items():
+                shares[heartbeat_partition(attempt, partitions)][attempt] = at
+            ts = now_ms()
             try:
                 async with asyncio.timeout(self._gateway.produce_timeout_s):
-                    await self._producer.send(
-                        self._kafka.heartbeats_topic,
-                        record.model_dump_json().encode(),
-                        key=f"gw/{self._gateway.slot}".encode(),
-                    )
+                    for partition, students in enumerate(shares):
+                        record = GatewayHeartbeat(
+                            slot=self._gateway.slot,
+                            instance=self._gateway.instance,
+                            ts=ts,
+                            connections=self.connections,
+                            students=students,
+                        )
+                        await self._producer.send(
+                            self._kafka.heartbeats_topic,
+                            record.model_dump_json().encode(),
+                            key=key,
+                            partition=partition,
+                        )
             except (TimeoutError, KafkaError) as exc:
-                # Keep the beats for the next record; the notifier allows for a late batch.
+                # Keep the beats for the next record (a partition that got them twice takes
+                # the newest); the notifier allows for a late batch.
                 log.warning("heartbeat_not_sent", students=len(beats), error=repr(exc))
                 beats.update(self._beats)
                 self._beats = beats

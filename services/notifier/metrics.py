@@ -34,6 +34,16 @@ class NotifierMetrics:
             "student connections on gateways believed alive",
             registry=registry,
         )
+        self.liveness_partitions = Gauge(
+            "notifier_liveness_partitions",
+            "heartbeat partitions this notifier owns and judges (its share of the attempts)",
+            registry=registry,
+        )
+        self.liveness_rebuilds = Counter(
+            "notifier_liveness_rebuilds_total",
+            "liveness state rebuilt from presence and recent heartbeats (start, rebalance)",
+            registry=registry,
+        )
         self.offline_attempts = Gauge(
             "notifier_offline_attempts", "attempts whose verdict is offline", registry=registry
         )

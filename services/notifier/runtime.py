@@ -55,7 +55,7 @@ class Notifier:
         return (
             not self._stopping.is_set()
             and self._liveness is not None
-            and self._liveness.tracker.started
+            and self._liveness.ready
             and self._alerts is not None
             and self._alerts.caught_up
         )

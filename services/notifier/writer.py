@@ -62,15 +62,21 @@ class Writer:
                 backoff_s = min(_MAX_BACKOFF_S, backoff_s * 2)
             pending = failed
 
-    async def enqueue(self, topic: str, key: bytes, value: bytes) -> None:
+    async def enqueue(
+        self, topic: str, key: bytes, value: bytes, *, partition: int | None = None
+    ) -> None:
         """Queue one record without waiting for it to land (best effort, bounded)."""
-        await self._send(topic, key, value)
+        await self._send(topic, key, value, partition)
 
-    async def _send(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[object]:
+    async def _send(
+        self, topic: str, key: bytes, value: bytes, partition: int | None = None
+    ) -> asyncio.Future[object]:
         # send() only waits when the producer's buffer is full, which a long stall reaches.
         try:
             async with asyncio.timeout(self._timeout_s):
-                future: asyncio.Future[object] = await self._producer.send(topic, value, key=key)
+                future: asyncio.Future[object] = await self._producer.send(
+                    topic, value, key=key, partition=partition
+                )
                 return future
         except (KafkaError, TimeoutError) as exc:
             self._metrics.write_retries.labels(topic).inc()

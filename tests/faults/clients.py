@@ -92,7 +92,7 @@ class _Client:
     @property
     def open_throughout(self) -> bool:
         """One welcome and the socket never closed: the server had no reason to see it go."""
-        return self.welcomes == 1 and not self.drops
+        return self.welcomes == 1 and not self.drops and not self.stopped
 
     def reconnect_times(self) -> list[float | None]:
         """For each drop, how long until the next welcome (None: never came back)."""

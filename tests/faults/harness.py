@@ -31,7 +31,7 @@ from adapters.snapshot_store import RedisSnapshotStore
 from adapters.tokens import ProctorIdentity, StudentIdentity, TokenCodec
 from schemas.views import StudentView
 from simulator.clients import client_session
-from simulator.launcher import Cluster, Service, _die_with_parent
+from simulator.launcher import Cluster, Service, _die_with_parent, free_port
 from simulator.system import isolated_env
 from tests.faults.clients import FaultProctor, FaultStudent
 from tests.faults.infra import FaultInfra, InfraService
@@ -81,9 +81,17 @@ CI = Profile(
 class Fault:
     name: str
     label: str
-    kind: str  # kill-service | kafka-stall | kafka-kill | dynamodb-stall | redis-flushall
+    # kill-service | kill-each | kafka-stall | kafka-kill | dynamodb-stall | redis-flushall
+    kind: str
     target: str = ""
     duration_s: float = 0.0
+    # The system it runs on: gateways, instances of router, status and notifier each, and
+    # heartbeat partitions (how many notifiers can share the liveness work).
+    gateways: int = 2
+    replicas: int = 1
+    heartbeats_partitions: int = 1
+    # kill-each: SIGKILLed one after the other, duration_s apart, never restarted.
+    targets: tuple[str, ...] = ()
 
 
 FAULTS: dict[str, Fault] = {
@@ -101,10 +109,21 @@ FAULTS: dict[str, Fault] = {
             "dynamodb-stall-60", "DynamoDB Local SIGSTOP 60 s", "dynamodb-stall", "dynamodb", 60.0
         ),
         Fault("redis-flushall", "Redis FLUSHALL", "redis-flushall", "redis"),
+        Fault(
+            "scaled-out-kills",
+            "3 gateways, 2 routers, 2 status, 2 notifiers: one of each SIGKILLed in turn, 12 s"
+            " apart, not restarted",
+            "kill-each",
+            duration_s=12.0,
+            gateways=3,
+            replicas=2,
+            heartbeats_partitions=4,
+            targets=("gateway-2", "router", "status", "notifier"),
+        ),
     )
 }
 LONG_SUITE = tuple(FAULTS)
-CI_SUITE = ("gateway-kill", "kafka-stall-6", "notifier-kill", "redis-flushall")
+CI_SUITE = ("gateway-kill", "kafka-stall-6", "notifier-kill", "redis-flushall", "scaled-out-kills")
 
 
 @dataclass
@@ -185,6 +204,7 @@ class FaultRun:
             bootstrap=infra.kafka_bootstrap,
             events_partitions=profile.events_partitions,
             deliveries_partitions=4,
+            heartbeats_partitions=fault.heartbeats_partitions,
         )
         self.redis = RedisSettings(url=infra.redis_url, key_prefix=f"{self.run_id}:")
         self.dynamo = DynamoSettings(
@@ -202,6 +222,8 @@ class FaultRun:
         self.fresh_checked = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._monitor: asyncio.Task[None] | None = None
+        self.killed: set[str] = set()  # kill-each's victims: their exit is the fault's
+        self.leavers: list[str] = []  # attempts whose students closed their tab for good
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -215,10 +237,27 @@ class FaultRun:
             "PROCTOR_LOG_LEVEL": self.profile.log_level,
         }
 
+    def _cluster(self) -> SourceCluster:
+        cluster = SourceCluster(
+            env=self._env(),
+            log_dir=self.log_dir,
+            ready_timeout_s=90.0,
+            source=self.source,
+            gateway_slots=tuple(range(self.fault.gateways)),
+        )
+        for n in range(1, self.fault.replicas):
+            for name in ("router", "status", "notifier"):
+                port = free_port()
+                extra = {f"PROCTOR_{name.upper()}__OPS_PORT": str(port)}
+                if name == "router":
+                    extra["PROCTOR_ROUTER__DATA_DIR"] = str(self.log_dir / f"router-{n}-data")
+                cluster.add(f"{name}-{n}", f"services.{name}", port, extra)
+        return cluster
+
     def _clients(self) -> None:
         codec = TokenCodec(SECRET)
         assert self.cluster is not None
-        urls = (self.cluster.gateway_url(0), self.cluster.gateway_url(1))
+        urls = tuple(self.cluster.gateway_url(slot) for slot in range(self.fault.gateways))
         p = self.profile
         for n in range(p.students):
             exam = f"ex{n % p.exams}"
@@ -232,7 +271,7 @@ class FaultRun:
                 FaultStudent(
                     name=attempt,
                     urls=urls,
-                    first_url=n % 2,
+                    first_url=n % len(urls),
                     token=token,
                     rng=random.Random(self.rng.random()),
                     exam=exam,
@@ -286,9 +325,7 @@ class FaultRun:
         started = time.monotonic()
         result: dict[str, Any] = {"fault": self.fault.name, "label": self.fault.label}
         error: str | None = None
-        self.cluster = SourceCluster(
-            env=self._env(), log_dir=self.log_dir, ready_timeout_s=90.0, source=self.source
-        )
+        self.cluster = self._cluster()
         try:
             async with client_session() as http:
                 try:
@@ -374,6 +411,23 @@ class FaultRun:
                 await cluster.kill(fault.target)
                 await asyncio.sleep(self.profile.service_down_s)
                 await cluster.start(fault.target)
+            case "kill-each":
+                # Quiet students (nothing left unacknowledged) who close their tab for good,
+                # two just before a notifier dies and two just after: each must get exactly
+                # one offline verdict, from whichever notifier owns the attempt by then.
+                quiet = [st for st in self.students if st.quiet]
+                for n, target in enumerate(fault.targets):
+                    if n:
+                        await asyncio.sleep(fault.duration_s)
+                    if target.startswith("notifier"):
+                        await self._leave(quiet[:2])
+                    self.say(f"  SIGKILL {target}")
+                    self.killed.add(target)
+                    await cluster.kill(target)
+                    if target.startswith("notifier"):
+                        await self._leave(quiet[2:4])
+                # The last one's share is taken over too before the fault counts as over.
+                await asyncio.sleep(fault.duration_s)
             case "kafka-stall" | "dynamodb-stall":
                 service: InfraService = "kafka" if fault.kind == "kafka-stall" else "dynamodb"
                 pid = infra.signal(service, signal.SIGSTOP)
@@ -396,6 +450,11 @@ class FaultRun:
                     await client.aclose()
             case _:
                 raise ValueError(f"unknown fault kind {fault.kind}")
+
+    async def _leave(self, students: list[FaultStudent]) -> None:
+        for student in students:
+            self.leavers.append(student.attempt)
+            await student.stop()
 
     async def _drain(self) -> None:
         """Wait until every client has every event acknowledged (bounded)."""
@@ -573,6 +632,11 @@ class FaultRun:
             "dups_unexplained": sum(n - 1 for n in other.values()),
             "dups_unexplained_by_source": dict(dup_sources),
             "false_offline": len(false_offline),
+            "offline_repeats": truth.offline_repeats,
+            "leavers": len(self.leavers),
+            "leavers_without_verdict": sum(
+                1 for a in self.leavers if not any(v.attempt == a for v in truth.offline)
+            ),
             "false_offline_reasons": dict(false_reasons),
             "open_throughout": len(open_attempts),
             "offline_verdicts": dict(all_reasons),
@@ -604,7 +668,9 @@ class FaultRun:
         return {
             name: service.process.returncode
             for name, service in self.cluster.services.items()
-            if service.process is not None and service.process.returncode is not None
+            if service.process is not None
+            and service.process.returncode is not None
+            and name not in self.killed
         }
 
     # -- tear-down ------------------------------------------------------------------------
@@ -760,6 +826,10 @@ def violations(result: dict[str, Any]) -> list[str]:
         found.append(f"{result['acked_lost']} acknowledged events missing from the log")
     if result["dups_unexplained"]:
         found.append(f"{result['dups_unexplained']} duplicate ids not from a client resend")
+    if result.get("leavers_without_verdict"):
+        found.append(f"{result['leavers_without_verdict']} students who left never went offline")
+    if result.get("offline_repeats"):
+        found.append(f"{result['offline_repeats']} offline verdicts for a student already offline")
     if result["false_offline"]:
         found.append(f"{result['false_offline']} students offline with their socket open")
     for name, code in sorted(result["services_exited"].items()):

@@ -12,7 +12,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from domain.attempt_state import apply
-from schemas.events import StudentOffline, decode_event
+from schemas.events import StudentBackOnline, StudentOffline, decode_event
 from schemas.views import AttemptState, StudentView
 
 
@@ -32,6 +32,10 @@ class LogTruth:
     ids: Counter[str] = field(default_factory=Counter)
     sources: dict[str, str] = field(default_factory=dict)  # id -> source kind
     offline: list[Verdict] = field(default_factory=list)
+    # A second offline verdict (another id) for a student already offline: two notifiers
+    # judged one attempt, or one judged it twice.
+    offline_repeats: int = 0
+    _liveness: dict[str, bool] = field(default_factory=dict)  # attempt -> last verdict online
     records: int = 0
     undecodable: int = 0
 
@@ -103,9 +107,15 @@ class LogReader:
             truth.undecodable += 1
             return
         truth.ids[event.id] += 1
+        first_time = truth.ids[event.id] == 1
         truth.sources.setdefault(event.id, event.source.kind)
         if isinstance(event, StudentOffline) and event.attempt is not None:
             truth.offline.append(Verdict(event.attempt, event.reason, event.since, event.ts))
+            if first_time and truth._liveness.get(event.attempt) is False:
+                truth.offline_repeats += 1
+            truth._liveness[event.attempt] = False
+        elif isinstance(event, StudentBackOnline) and event.attempt is not None:
+            truth._liveness[event.attempt] = True
         if event.attempt is None:
             return
         folded = apply(truth.states.get(event.attempt), event, offset)

@@ -31,6 +31,7 @@ from schemas.presence import (
     StudentDisconnection,
     connection_key,
     gateway_key,
+    heartbeat_partition,
 )
 
 
@@ -106,18 +107,26 @@ class GatewayDouble:
         while True:
             beats, self.pending = self.pending, {}
             self.last_batch_ms = now_ms()
-            record = GatewayHeartbeat(
-                slot=self.slot,
-                instance=self.instance,
-                ts=self.last_batch_ms,
-                connections=len(self.students),
-                students=beats,
-            )
-            await self.producer.send(
-                self.kafka.heartbeats_topic,
-                record.model_dump_json().encode(),
-                key=gateway_key(self.slot),
-            )
+            # As a gateway does: every partition gets its share, an empty one included.
+            partitions = self.kafka.heartbeats_partitions
+            for partition in range(partitions):
+                record = GatewayHeartbeat(
+                    slot=self.slot,
+                    instance=self.instance,
+                    ts=self.last_batch_ms,
+                    connections=len(self.students),
+                    students={
+                        attempt: at
+                        for attempt, at in beats.items()
+                        if heartbeat_partition(attempt, partitions) == partition
+                    },
+                )
+                await self.producer.send(
+                    self.kafka.heartbeats_topic,
+                    record.model_dump_json().encode(),
+                    key=gateway_key(self.slot),
+                    partition=partition,
+                )
             await asyncio.sleep(self.batch_period_s)
 
     async def connect(
