@@ -1,10 +1,12 @@
-"""The short fault suite CI runs: gateway kill, Kafka stall 6 s, notifier kill, Redis FLUSHALL,
-40 students, each on a fresh system of processes on the fault instance (well under 4 minutes).
+"""The short fault suite CI runs: gateway kill, Kafka stall 6 s, notifier kill, Redis FLUSHALL
+and the scaled-out kills (3 gateways, 2 of each service, one of each SIGKILLed in turn), 40
+students, each on a fresh system of processes on the fault instance (about 3 minutes).
 
 The long suite is ``python -m tests.faults`` (docs/faults.md). Every property of issue 9 is
 asserted: no acknowledged event missing from the log, no duplicate id that a client did not
 resend, every view (proctors, Redis, DynamoDB, a fresh snapshot) equal to the log's fold,
-no offline verdict for a student whose socket stayed open, every event acknowledged again.
+no offline verdict for a student whose socket stayed open, exactly one for each who left,
+every event acknowledged again.
 """
 
 from __future__ import annotations
