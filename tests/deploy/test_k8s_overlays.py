@@ -613,6 +613,63 @@ def test_the_kafka_cluster_is_kraft_with_scram_over_tls_and_acls() -> None:
     assert volumes[0]["deleteClaim"] is False
 
 
+def test_the_services_connect_to_the_strimzi_listener_with_its_user_and_ca() -> None:
+    docs = render("prod")
+    kafka, listener = _kafka_listener(docs)
+    [user] = of_kind(docs, "KafkaUser")
+    cluster = kafka["metadata"]["name"]
+    for owner in KAFKA_CLIENTS:
+        settings = settings_of(docs, owner).kafka
+        assert settings.bootstrap == f"{cluster}-kafka-bootstrap.{NAMESPACE}.svc:{listener['port']}"
+        assert settings.security_protocol == "SASL_SSL"
+        assert settings.sasl_mechanism == "SCRAM-SHA-512"
+        assert settings.sasl_username == user["metadata"]["name"]
+        assert settings.sasl_password is None
+        assert settings.replication_factor == 3
+
+
+def _mounted_secret(docs: list[Doc], owner: str, path: str) -> tuple[str, str]:
+    """(Secret name, key) of the file at ``path`` in ``owner``'s pod; asserts it is there."""
+    [(_, template)] = [(o, t) for o, t in pod_owners(docs) if o["metadata"]["name"] == owner]
+    [container] = template["spec"]["containers"]
+    directory, _, file = path.rpartition("/")
+    [mount] = [m for m in container.get("volumeMounts", []) if m["mountPath"] == directory]
+    assert mount.get("readOnly") is True and "subPath" not in mount, owner
+    [volume] = [v for v in template["spec"]["volumes"] if v["name"] == mount["name"]]
+    secret = volume["secret"]
+    assert not secret.get("optional", False), f"{owner}: a missing Secret must stop the pod"
+    [item] = [i for i in secret["items"] if i["path"] == file]
+    return secret["secretName"], item["key"]
+
+
+def test_kafka_and_redis_secrets_are_mounted_files_where_they_are_used() -> None:
+    docs = render("prod")
+    kafka, _ = _kafka_listener(docs)
+    [user] = of_kind(docs, "KafkaUser")
+    for owner in KAFKA_CLIENTS:
+        settings = settings_of(docs, owner)
+        assert settings.kafka.sasl_password_file and settings.kafka.ssl_cafile
+        assert _mounted_secret(docs, owner, settings.kafka.sasl_password_file) == (
+            user["metadata"]["name"],
+            "password",
+        )
+        assert _mounted_secret(docs, owner, settings.kafka.ssl_cafile) == (
+            f"{kafka['metadata']['name']}-cluster-ca-cert",
+            "ca.crt",
+        )
+    for owner in REDIS_CLIENTS:
+        settings = settings_of(docs, owner)
+        assert settings.redis.password_file
+        assert _mounted_secret(docs, owner, settings.redis.password_file) == (
+            "proctor-redis",
+            "password",
+        )
+    # Least privilege: the LTI tool never gets the Kafka user's password.
+    [lti] = [t for o, t in pod_owners(docs) if o["metadata"]["name"] == "proctor-lti"]
+    secrets = {v["secret"]["secretName"] for v in lti["spec"]["volumes"] if "secret" in v}
+    assert user["metadata"]["name"] not in secrets
+
+
 def test_the_kafka_topics_are_the_topic_specs_replicated_three_times() -> None:
     docs = render("prod")
     settings = settings_of(docs, "proctor-status").kafka
