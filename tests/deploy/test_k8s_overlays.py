@@ -688,6 +688,42 @@ def test_the_kafka_topics_are_the_topic_specs_replicated_three_times() -> None:
         assert config == {**spec.config, "min.insync.replicas": "2"}, name
 
 
+SERVICES_DIR = K8S_DIR.parent / "services"
+
+
+def _consumer_groups(
+    router: RouterSettings, status: StatusSettings, notifier: NotifierSettings
+) -> dict[tuple[str, str], str | None]:
+    """Every ``group_id=`` the services' code passes to a Kafka consumer, by (file, expression),
+    as the group it names with these settings (None: no group, partitions assigned)."""
+    return {
+        ("router/presence.py", "None"): None,
+        ("router/plain_log.py", "opts.app_id"): router.router.app_id,
+        # The Faust engine: faust.App(opts.app_id, ...) joins the group of its app id.
+        ("router/faust_engine.py", "faust.App(opts.app_id"): router.router.app_id,
+        ("status/service.py", "cfg.group_id"): status.status.group_id,
+        ("notifier/alerts_loop.py", "options.group_id"): notifier.notifier.group_id,
+        ("notifier/liveness_loop.py", 'f"{self._options.group_id}-liveness"'): (
+            f"{notifier.notifier.group_id}-liveness"
+        ),
+    }
+
+
+def test_the_acl_groups_are_every_group_the_code_joins() -> None:
+    # A consumer group added to the code without its ACL would be refused by the brokers in
+    # prod only: this lists every group_id= (and the Faust app) in services/ and fails on a new
+    # one, so the KafkaUser (k8s/strimzi/user.yaml) and _consumer_groups learn about it.
+    found = set()
+    for path in sorted(SERVICES_DIR.rglob("*.py")):
+        text = re.sub(r"\s+", "", path.read_text())
+        relative = path.relative_to(SERVICES_DIR).as_posix()
+        for expression in re.findall(r"group_id=([^,)]+)", text):
+            found.add((relative, expression))
+        found |= {(relative, "faust.App(" + m) for m in re.findall(r"faust\.App\(([\w.]+)", text)}
+    defaults = (RouterSettings(), StatusSettings(), NotifierSettings())
+    assert found == set(_consumer_groups(*defaults))
+
+
 def test_the_kafka_user_may_use_exactly_the_services_topics_and_groups() -> None:
     docs = render("prod")
     [user] = of_kind(docs, "KafkaUser")
@@ -701,8 +737,7 @@ def test_the_kafka_user_may_use_exactly_the_services_topics_and_groups() -> None
     assert isinstance(status, StatusSettings)
     assert isinstance(notifier, NotifierSettings)
     topics = {spec.name for spec in topic_specs(status.kafka)}
-    # The router is a Faust app (or its plain engine): its consumer group is its app id.
-    groups = {router.router.app_id, status.status.group_id, notifier.notifier.group_id}
+    groups = {group for group in _consumer_groups(router, status, notifier).values() if group}
     granted: dict[str, set[str]] = {"topic": set(), "group": set()}
     for acl in authorization["acls"]:
         resource = acl["resource"]
