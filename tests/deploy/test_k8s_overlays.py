@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
+import yaml
 
 from adapters.kafka_topics import topic_specs
 from adapters.settings import CommonSettings
@@ -762,3 +763,14 @@ def test_prod_settings_replicate_topics_and_use_aws_dynamodb() -> None:
         assert settings.dynamo.endpoint is None
     [config] = of_kind(docs, "ConfigMap")
     assert config["data"]["PROCTOR_KAFKA__REPLICATION_FACTOR"] == "3"
+
+
+def test_the_overlay_sources_are_what_the_readme_lists() -> None:
+    # Every component and overlay directory is a kustomization the README names.
+    readme = (K8S_DIR / "README.md").read_text()
+    for directory in sorted((K8S_DIR / "components").iterdir()) + sorted(OVERLAYS.iterdir()):
+        assert (directory / "kustomization.yaml").is_file(), directory
+        assert f"{directory.parent.name}/{directory.name}" in readme, directory.name
+    for overlay in (OVERLAYS / "prod", OVERLAYS / "dev"):
+        [kustomization] = yaml.safe_load_all((overlay / "kustomization.yaml").read_text())
+        assert kustomization["namespace"] == NAMESPACE
