@@ -372,8 +372,8 @@ def test_every_workload_has_a_disruption_budget_that_lets_drains_through() -> No
         [pdb] = [
             b for b in budgets if b["spec"]["selector"]["matchLabels"].items() <= labels.items()
         ]
-        # One pod at a time, never zero: with one replica (the notifier) minAvailable: 1 or
-        # maxUnavailable: 0 would block every node drain for good.
+        # One pod at a time, never zero: with one replica (the dev overlay) minAvailable: 1
+        # or maxUnavailable: 0 would block every node drain for good.
         assert pdb["spec"]["maxUnavailable"] == 1, owner
         assert "minAvailable" not in pdb["spec"], owner
         assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow", owner
@@ -386,10 +386,15 @@ def test_selectors_match_their_pod_templates() -> None:
         assert workload["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
-def test_notifier_runs_alone() -> None:
+def test_notifiers_share_the_heartbeat_partitions() -> None:
+    """More notifiers than heartbeat partitions would leave some idle: the surge of a rolling
+    update included, they fit."""
     notifier = _find("Deployment", "proctor-notifier")
-    assert notifier["spec"]["replicas"] == 1
-    assert notifier["spec"]["strategy"] == {"type": "Recreate"}
+    partitions = int(_generated_config_map()["data"]["PROCTOR_KAFKA__HEARTBEATS_PARTITIONS"])
+    strategy = notifier["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert 2 <= notifier["spec"]["replicas"] + strategy["rollingUpdate"]["maxSurge"] <= partitions
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
 
 
 @pytest.mark.parametrize(
