@@ -9,10 +9,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
-from aiokafka.errors import InvalidPartitionsError, TopicAlreadyExistsError
+from aiokafka.errors import InvalidPartitionsError, TopicAlreadyExistsError, for_code
 
 from adapters.kafka_security import client_kwargs
 from adapters.settings import KafkaSettings
+
+
+class TopicsNotCreated(Exception):
+    """The broker refused to create a topic the services need (the message says why)."""
 
 
 def dead_letter_topic(topic: str) -> str:
@@ -86,7 +90,7 @@ async def ensure_topics(kafka: KafkaSettings) -> list[str]:
         missing = [spec for spec in topic_specs(kafka) if spec.name not in existing]
         for spec in missing:
             try:
-                await admin.create_topics(
+                response = await admin.create_topics(
                     [
                         NewTopic(
                             spec.name,
@@ -97,7 +101,14 @@ async def ensure_topics(kafka: KafkaSettings) -> list[str]:
                     ]
                 )
             except TopicAlreadyExistsError:
-                pass
+                continue
+            # The broker answers per topic: a refusal (no Create ACL, a replication factor
+            # above the brokers) comes back as an error code, not an exception.
+            for topic, code, *message in response.topic_errors:
+                if code not in (0, TopicAlreadyExistsError.errno):
+                    error = for_code(code)
+                    detail = message[0] if message and message[0] else error.description
+                    raise TopicsNotCreated(f"{topic}: {error.__name__}: {detail}")
         if kafka.heartbeats_topic in existing:
             await _grow_heartbeats(admin, kafka)
     return [spec.name for spec in missing]

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from adapters.kafka_topics import delete_topics, ensure_topics, partition_count
+from adapters.kafka_topics import TopicsNotCreated, delete_topics, ensure_topics, partition_count
 from adapters.settings import CommonSettings, KafkaSettings
 from tests.conftest import unique
 
@@ -42,3 +42,15 @@ async def test_the_heartbeat_topic_grows_and_the_log_does_not(infra: CommonSetti
         assert await partition_count(kafka, kafka.heartbeats_topic) == 3
     finally:
         await delete_topics(kafka)
+
+
+async def test_a_topic_the_broker_refuses_is_an_error_not_a_creation(
+    infra: CommonSettings,
+) -> None:
+    """A replication factor above the broker count: refused per topic, never reported made."""
+    kafka = KafkaSettings.for_run(
+        unique("t"), bootstrap=infra.kafka.bootstrap, replication_factor=3
+    )
+    with pytest.raises(TopicsNotCreated, match="InvalidReplicationFactor"):
+        await ensure_topics(kafka)
+    assert await partition_count(kafka, kafka.events_topic) == 0
