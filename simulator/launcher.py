@@ -51,11 +51,15 @@ class Service:
 
 @dataclass
 class Cluster:
-    """Gateways (one per slot), router, status and notifier on one shared configuration."""
+    """Gateways (one per slot), routers, status services and notifiers (``replicas`` of each)
+    on one shared configuration."""
 
     env: dict[str, str]
     log_dir: Path
     gateway_slots: tuple[int, ...] = (0, 1)
+    # Instances of router, status and notifier each: the first are "router", "status",
+    # "notifier", the others "router-1" and so on, in the same groups (they share the work).
+    replicas: int = 1
     ready_timeout_s: float = 60.0
     gateway_ports: dict[int, int] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
@@ -70,11 +74,16 @@ class Cluster:
                 port,
                 {"PROCTOR_GATEWAY__SLOT": str(slot), "PROCTOR_GATEWAY__PORT": str(port)},
             )
-        for name in ("router", "status", "notifier"):
-            port = free_port()
-            self._add(
-                name, f"services.{name}", port, {f"PROCTOR_{name.upper()}__OPS_PORT": str(port)}
-            )
+        for n in range(self.replicas):
+            for service in ("router", "status", "notifier"):
+                port = free_port()
+                extra = {f"PROCTOR_{service.upper()}__OPS_PORT": str(port)}
+                if service == "router":
+                    # A Faust worker's tables live here: one directory per worker.
+                    extra["PROCTOR_ROUTER__DATA_DIR"] = str(self.log_dir / f"router-{n}-data")
+                self._add(
+                    service if n == 0 else f"{service}-{n}", f"services.{service}", port, extra
+                )
 
     def add(self, name: str, module: str, port: int, extra: dict[str, str]) -> None:
         """One more service on the shared configuration, ready when ``/readyz`` on ``port``

@@ -257,6 +257,11 @@ class Target:
     port: int = 0  # seed: the shared port
     worker_pids: tuple[int, ...] = ()  # seed: the cluster workers, by node
 
+    @property
+    def nodes(self) -> int:
+        """Where students and proctors sit: the project's gateways, the seed's two workers."""
+        return len(self.urls) if self.system == "project" else 2
+
 
 @dataclass(frozen=True)
 class WorkerPlan:
@@ -330,7 +335,7 @@ async def _worker(plan: WorkerPlan) -> WorkerResult:
 
     def make(n: int) -> Bot:
         exam = n // config.students_per_exam
-        node = student_node(n, config.students_per_exam, plan.cross_pct)
+        node = student_node(n, config.students_per_exam, plan.cross_pct, target.nodes)
         attempt = attempt_name(n, config.tag)
         if codec is not None:
             identity = StudentIdentity(
@@ -447,7 +452,7 @@ async def run_load(
     async with client_session() as http:
         for exam in range(config.exams):
             name = exam_name(exam, config.tag)
-            node = proctor_node(exam)
+            node = proctor_node(exam, target.nodes)
             proctor: ProjectProctor | PeerProctor
             if codec is not None:
                 token = codec.issue(ProctorIdentity(role="proctor", sub=f"p{exam}", exams=(name,)))
@@ -656,14 +661,20 @@ async def run_project(
     from simulator.system import SECRET, bench_system
 
     steps: list[dict[str, Any]] = []
-    async with bench_system("sbs") as cluster:
+    async with bench_system(
+        "sbs",
+        gateways=args.gateways,
+        replicas=args.replicas,
+        heartbeats_partitions=args.heartbeat_partitions,
+    ) as cluster:
         pids = {
             name: service.process.pid
             for name, service in cluster.services.items()
             if service.process is not None
         }
         pids.update(infra_pids(ROOT / ".local" / "run"))
-        target = Target("project", (cluster.gateway_url(0), cluster.gateway_url(1)), secret=SECRET)
+        urls = tuple(cluster.gateway_url(slot) for slot in range(args.gateways))
+        target = Target("project", urls, secret=SECRET)
         for rate, config in step_configs(scenario, args, "project"):
             result = await measured(
                 target, config, args.cross_pct, pids, console, f"project {rate:.0f}/s"
@@ -817,6 +828,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--cross-pct", type=int, default=70, help="students on the other node, %%")
     p.add_argument(
         "--order", nargs="+", choices=SYSTEMS, default=list(SYSTEMS), help="systems, in order"
+    )
+    p.add_argument("--gateways", type=int, default=2, help="this project: gateways (nodes)")
+    p.add_argument(
+        "--replicas", type=int, default=1, help="this project: routers, status services, notifiers"
+    )
+    p.add_argument(
+        "--heartbeat-partitions",
+        type=int,
+        default=1,
+        help="this project: heartbeat partitions the notifiers share",
     )
 
 

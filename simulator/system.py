@@ -44,18 +44,32 @@ def isolated_env(run_id: str, kafka: KafkaSettings, *, secret: str) -> dict[str,
 
 @asynccontextmanager
 async def bench_system(
-    prefix: str = "sim", extra_env: dict[str, str] | None = None
+    prefix: str = "sim",
+    extra_env: dict[str, str] | None = None,
+    *,
+    gateways: int = 2,
+    replicas: int = 1,
+    heartbeats_partitions: int = 1,
 ) -> AsyncIterator[Cluster]:
+    """The whole system for one run: ``gateways`` gateways and ``replicas`` of each other
+    service (sharing the liveness work over ``heartbeats_partitions``)."""
     run_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
     base = CommonSettings()
-    kafka = KafkaSettings.for_run(run_id, bootstrap=base.kafka.bootstrap)
+    kafka = KafkaSettings.for_run(
+        run_id, bootstrap=base.kafka.bootstrap, heartbeats_partitions=heartbeats_partitions
+    )
     await ensure_topics(kafka)
     env = {
         **isolated_env(run_id, kafka, secret=SECRET),
         "PROCTOR_LOG_LEVEL": "WARNING",
         **(extra_env or {}),
     }
-    cluster = Cluster(env=env, log_dir=ROOT / ".local" / "logs" / run_id)
+    cluster = Cluster(
+        env=env,
+        log_dir=ROOT / ".local" / "logs" / run_id,
+        gateway_slots=tuple(range(gateways)),
+        replicas=replicas,
+    )
     try:
         await cluster.start()
         yield cluster

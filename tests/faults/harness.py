@@ -31,7 +31,7 @@ from adapters.snapshot_store import RedisSnapshotStore
 from adapters.tokens import ProctorIdentity, StudentIdentity, TokenCodec
 from schemas.views import StudentView
 from simulator.clients import client_session
-from simulator.launcher import Cluster, Service, _die_with_parent, free_port
+from simulator.launcher import Cluster, Service, _die_with_parent
 from simulator.system import isolated_env
 from tests.faults.clients import FaultProctor, FaultStudent
 from tests.faults.infra import FaultInfra, InfraService
@@ -238,21 +238,14 @@ class FaultRun:
         }
 
     def _cluster(self) -> SourceCluster:
-        cluster = SourceCluster(
+        return SourceCluster(
             env=self._env(),
             log_dir=self.log_dir,
             ready_timeout_s=90.0,
             source=self.source,
             gateway_slots=tuple(range(self.fault.gateways)),
+            replicas=self.fault.replicas,
         )
-        for n in range(1, self.fault.replicas):
-            for name in ("router", "status", "notifier"):
-                port = free_port()
-                extra = {f"PROCTOR_{name.upper()}__OPS_PORT": str(port)}
-                if name == "router":
-                    extra["PROCTOR_ROUTER__DATA_DIR"] = str(self.log_dir / f"router-{n}-data")
-                cluster.add(f"{name}-{n}", f"services.{name}", port, extra)
-        return cluster
 
     def _clients(self) -> None:
         codec = TokenCodec(SECRET)
