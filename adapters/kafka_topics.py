@@ -32,7 +32,11 @@ class TopicSpec:
 
 
 def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
-    return [
+    """Every topic the services use, with its partitions and configs. Each carries
+    ``min.insync.replicas`` for the settings' replication factor (2 of 3 on a cluster): with
+    the producers' acks=all, an acknowledged record is then on at least that many brokers."""
+    durability = {"min.insync.replicas": str(kafka.topic_min_insync_replicas)}
+    specs = [
         TopicSpec(
             kafka.events_topic,
             kafka.events_partitions,
@@ -64,6 +68,7 @@ def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
             {"cleanup.policy": "delete", "retention.ms": str(kafka.events_retention_ms)},
         ),
     ]
+    return [TopicSpec(s.name, s.partitions, {**s.config, **durability}) for s in specs]
 
 
 @asynccontextmanager

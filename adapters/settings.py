@@ -19,7 +19,13 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 class KafkaSettings(BaseModel):
-    bootstrap: str = Field(default="127.0.0.1:19092", description="bootstrap servers")
+    bootstrap: str = Field(
+        default="127.0.0.1:19092",
+        description=(
+            "bootstrap servers, host:port, comma-separated for a cluster (one that answers is"
+            " enough to start; list several so a client starts while a broker is down)"
+        ),
+    )
     events_topic: str = Field(default="exam.events", description="the exam event log")
     presence_topic: str = Field(default="proctor.presence", description="compacted presence")
     heartbeats_topic: str = Field(default="proctor.heartbeats", description="liveness beats")
@@ -42,7 +48,23 @@ class KafkaSettings(BaseModel):
     deliveries_retention_ms: int = Field(default=3_600_000, description="deliveries are transient")
     heartbeats_retention_ms: int = Field(default=600_000, description="heartbeats are transient")
     replication_factor: int = Field(
-        default=1, ge=1, description="replicas per topic partition when topics are created"
+        default=1,
+        ge=1,
+        description=(
+            "replicas per topic partition when topics are created: 1 for one broker, 3 for a"
+            ' cluster (docs/operations.md, "Kafka cluster")'
+        ),
+    )
+    min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "min.insync.replicas of the topics created: how many replicas (leader included)"
+            " must have a record before an acks=all producer (every producer here) is told it"
+            " is written; with fewer in sync the broker refuses writes (NotEnoughReplicas) and"
+            " the gateways answer unavailable. null: from replication_factor, 1 for 1, else"
+            " replication_factor - 1 capped at 2 (2 for the usual 3: one broker may be down)"
+        ),
     )
     request_timeout_s: float = Field(default=10.0, description="bound on any single Kafka call")
     # -- security (adapters/kafka_security.py turns these into every client's arguments) ----
@@ -117,6 +139,27 @@ class KafkaSettings(BaseModel):
         if problems := kafka_security_problems(self):
             raise ValueError("; ".join(problems))
         return self
+
+    @model_validator(mode="after")
+    def _replication_consistent(self) -> KafkaSettings:
+        if (
+            self.min_insync_replicas is not None
+            and self.min_insync_replicas > self.replication_factor
+        ):
+            raise ValueError(
+                f"PROCTOR_KAFKA__MIN_INSYNC_REPLICAS={self.min_insync_replicas} is above"
+                f" PROCTOR_KAFKA__REPLICATION_FACTOR={self.replication_factor}: no write"
+                " could ever be acknowledged"
+            )
+        return self
+
+    @property
+    def topic_min_insync_replicas(self) -> int:
+        """The min.insync.replicas topics are created with (``min_insync_replicas`` or the
+        default for ``replication_factor``)."""
+        if self.min_insync_replicas is not None:
+            return self.min_insync_replicas
+        return 1 if self.replication_factor == 1 else min(2, self.replication_factor - 1)
 
     @classmethod
     def for_run(cls, run: str, **fields: Any) -> KafkaSettings:
