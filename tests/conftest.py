@@ -12,7 +12,8 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, asynccontextmanager
+from typing import Any
 
 import pytest
 
@@ -67,17 +68,29 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+@asynccontextmanager
+async def fresh_run(infra: CommonSettings, **kafka: Any) -> AsyncIterator[CommonSettings]:
+    """Settings naming fresh topics (created here, deleted after), Redis keys and DynamoDB
+    table for one test; ``kafka`` overrides the topics' partition counts and the like."""
+    run = unique("t")
+    topics = KafkaSettings.for_run(
+        run,
+        bootstrap=infra.kafka.bootstrap,
+        **({"events_partitions": 4, "deliveries_partitions": 4} | kafka),
+    )
+    await ensure_topics(topics)
+    try:
+        yield CommonSettings(
+            kafka=topics,
+            redis=RedisSettings(url=infra.redis.url, key_prefix=f"{run}:"),
+            dynamo=DynamoSettings(endpoint=infra.dynamo.endpoint, table=f"{run}-first-attempts"),
+        )
+    finally:
+        await delete_topics(topics)
+
+
 @pytest.fixture
 async def settings(infra: CommonSettings) -> AsyncIterator[CommonSettings]:
     """Settings naming fresh topics, Redis keys and DynamoDB table for this test alone."""
-    run = unique("t")
-    kafka = KafkaSettings.for_run(
-        run, bootstrap=infra.kafka.bootstrap, events_partitions=4, deliveries_partitions=4
-    )
-    await ensure_topics(kafka)
-    yield CommonSettings(
-        kafka=kafka,
-        redis=RedisSettings(url=infra.redis.url, key_prefix=f"{run}:"),
-        dynamo=DynamoSettings(endpoint=infra.dynamo.endpoint, table=f"{run}-first-attempts"),
-    )
-    await delete_topics(kafka)
+    async with fresh_run(infra) as fresh:
+        yield fresh

@@ -12,11 +12,10 @@ import pytest
 from aiokafka import TopicPartition
 
 from adapters.kafka_clients import reader
-from adapters.kafka_topics import delete_topics, ensure_topics
-from adapters.settings import CommonSettings, DynamoSettings, KafkaSettings, RedisSettings
+from adapters.settings import CommonSettings
 from schemas.presence import GatewayHeartbeat, decode_heartbeat, heartbeat_partition
 from services.gateway.settings import GatewaySettings
-from tests.conftest import unique
+from tests.conftest import fresh_run
 from tests.services.gateway.conftest import Connect, student_token
 from tests.services.gateway.test_publish import next_frame
 
@@ -28,21 +27,8 @@ PARTITIONS = 3
 @pytest.fixture
 async def settings(infra: CommonSettings) -> AsyncIterator[CommonSettings]:
     """The gateway fixture's settings, with a heartbeat topic of three partitions."""
-    run = unique("t")
-    kafka = KafkaSettings.for_run(
-        run,
-        bootstrap=infra.kafka.bootstrap,
-        events_partitions=4,
-        deliveries_partitions=4,
-        heartbeats_partitions=PARTITIONS,
-    )
-    await ensure_topics(kafka)
-    yield CommonSettings(
-        kafka=kafka,
-        redis=RedisSettings(url=infra.redis.url, key_prefix=f"{run}:"),
-        dynamo=DynamoSettings(endpoint=infra.dynamo.endpoint, table=f"{run}-first-attempts"),
-    )
-    await delete_topics(kafka)
+    async with fresh_run(infra, heartbeats_partitions=PARTITIONS) as fresh:
+        yield fresh
 
 
 async def test_each_partition_gets_its_students_and_the_gateway_beat(

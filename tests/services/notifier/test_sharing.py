@@ -11,14 +11,13 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from adapters.kafka_clients import durable_producer
-from adapters.kafka_topics import delete_topics, ensure_topics
-from adapters.settings import CommonSettings, KafkaSettings
+from adapters.settings import CommonSettings
 from domain.alerts import AlertThresholds
 from schemas.events import ExamEvent, StudentOffline
 from schemas.presence import heartbeat_partition
 from services.notifier.runtime import Notifier
 from services.notifier.settings import NotifierOptions, NotifierSettings
-from tests.conftest import scaled, unique
+from tests.conftest import fresh_run, scaled, unique
 from tests.services.notifier.conftest import Notifiers
 from tests.services.notifier.doubles import GatewayDouble, LogWatcher
 
@@ -29,28 +28,17 @@ PARTITIONS = 4
 
 @pytest.fixture
 async def sharded(infra: CommonSettings) -> AsyncIterator[NotifierSettings]:
-    run = unique("t")
-    kafka = KafkaSettings.for_run(
-        run,
-        bootstrap=infra.kafka.bootstrap,
-        events_partitions=4,
-        deliveries_partitions=2,
-        heartbeats_partitions=PARTITIONS,
-    )
-    await ensure_topics(kafka)
-    yield NotifierSettings(
-        kafka=kafka,
-        redis=infra.redis,
-        dynamo=infra.dynamo,
-        notifier=NotifierOptions(
-            group_id=unique("notifier"),
-            gateway_timeout_s=3.0,
-            reconnect_grace_s=1.0,
-            alerts=AlertThresholds(away_threshold_s=60.0),
-            ops_port=0,
-        ),
-    )
-    await delete_topics(kafka)
+    async with fresh_run(infra, heartbeats_partitions=PARTITIONS) as fresh:
+        yield NotifierSettings(
+            **fresh.model_dump(),
+            notifier=NotifierOptions(
+                group_id=unique("notifier"),
+                gateway_timeout_s=3.0,
+                reconnect_grace_s=1.0,
+                alerts=AlertThresholds(away_threshold_s=60.0),
+                ops_port=0,
+            ),
+        )
 
 
 def offline(event: ExamEvent) -> bool:
