@@ -411,6 +411,22 @@ def _service_charts(job: str) -> list[Chart]:
                 q("sum(notifier_write_retries_total) or vector(0)", "write retries"),
             ],
         ),
+        Chart(
+            "Heartbeat partitions owned",
+            [
+                q("notifier_liveness_partitions", "{{instance}}"),
+                q("sum(notifier_liveness_partitions)", "all notifiers"),
+            ],
+            description=(
+                "Each notifier judges the attempts of the heartbeat partitions it owns; the sum"
+                " is the topic's partition count unless a rebalance is under way."
+            ),
+        ),
+        Chart(
+            "Liveness rebuilds (total)",
+            [q("sum by (instance) (notifier_liveness_rebuilds_total)", "{{instance}}")],
+            description="One per start and per rebalance that moved heartbeat partitions.",
+        ),
     ]
 
 
