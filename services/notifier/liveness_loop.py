@@ -101,6 +101,7 @@ class LivenessLoop:
         # Held while verdicts are decided and written: a revocation waits for it, so a
         # partition changes hands only once its verdicts in flight have landed.
         self._deciding = asyncio.Lock()
+        self._revocations = 0
         self._rebuilt = False
         self._gauges_at = 0
         self._gauged_exams: set[str] = set()
@@ -169,6 +170,7 @@ class LivenessLoop:
     async def _revoked(self) -> None:
         async with self._deciding:
             self.shards = {}
+            self._revocations += 1
             self._metrics.liveness_partitions.set(0)
 
     async def _rebuild(self) -> None:
@@ -183,6 +185,7 @@ class LivenessLoop:
     async def _rebuild_once(self) -> None:
         beats, presence = self._beats, self._presence_reader
         assert beats is not None and presence is not None
+        revocations = self._revocations
         owned = sorted(tp.partition for tp in beats.assignment())
         shards = {
             p: LivenessTracker(self._options.liveness(), source_id=self._options.instance)
@@ -209,9 +212,11 @@ class LivenessLoop:
         for tracker in shards.values():
             tracker.start(now)
         await self._drop_logged_reissues(shards.values())
-        if self._reassigned.is_set():
-            raise _Reassigned
         async with self._deciding:
+            # A revocation since the start (its callback may have run just now) makes these
+            # trackers stale: they must never judge partitions handed to someone else.
+            if self._reassigned.is_set() or self._revocations != revocations:
+                raise _Reassigned
             self.shards = shards
         self._rebuilt = True
         self._metrics.liveness_partitions.set(len(shards))
