@@ -1,14 +1,15 @@
-"""The fault suite's own infrastructure instance for the CI version (``test_faults.py``).
+"""The fault suite's own infrastructure instances for the CI version (``test_faults.py``).
 
-It is never the shared stack: ``FaultInfra`` refuses the default ports and directory. The
-instance is started for the module if it is not running, and stopped again afterwards only
-if this module started it.
+They are never the shared stack: ``FaultInfra`` refuses the default ports and directory. An
+instance is started for the module when a test first needs it (the three-broker cluster only
+for broker-kill) if it is not running, and stopped again afterwards only if this module
+started it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -24,9 +25,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="module")
 def fault_infra() -> Iterator[FaultInfra]:
+    yield from _instance(FaultInfra.from_env)
+
+
+@pytest.fixture(scope="module")
+def fault_cluster() -> Iterator[FaultInfra]:
+    yield from _instance(FaultInfra.cluster_from_env)
+
+
+def _instance(make: Callable[[], FaultInfra]) -> Iterator[FaultInfra]:
     if os.environ.get("PROCTOR_INFRA") == "testcontainers":
         pytest.skip("the fault suite signals local processes; it runs on infra/stack only")
-    infra = FaultInfra.from_env()
+    infra = make()
     was_running = infra.running()
     infra.up()
     try:

@@ -25,7 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from adapters.dynamo_store import DynamoStatusStore
-from adapters.kafka_topics import delete_topics, ensure_topics
+from adapters.kafka_topics import delete_topics, ensure_topics, topic_specs
 from adapters.settings import DynamoSettings, KafkaSettings, RedisSettings
 from adapters.snapshot_store import RedisSnapshotStore
 from adapters.tokens import ProctorIdentity, StudentIdentity, TokenCodec
@@ -33,6 +33,7 @@ from schemas.views import StudentView
 from simulator.clients import client_session
 from simulator.launcher import Cluster, Service, _die_with_parent
 from simulator.system import isolated_env
+from tests.faults import cluster as kafka_cluster
 from tests.faults.clients import FaultProctor, FaultStudent
 from tests.faults.infra import FaultInfra, InfraService
 from tests.faults.logcheck import LogReader, LogTruth, differences, row_view, summarise
@@ -82,6 +83,7 @@ class Fault:
     name: str
     label: str
     # kill-service | kill-each | kafka-stall | kafka-kill | dynamodb-stall | redis-flushall
+    # | broker-kill
     kind: str
     target: str = ""
     duration_s: float = 0.0
@@ -92,6 +94,16 @@ class Fault:
     heartbeats_partitions: int = 1
     # kill-each: SIGKILLed one after the other, duration_s apart, never restarted.
     targets: tuple[str, ...] = ()
+    # Kafka brokers of the instance it runs on: 3 is the fault cluster
+    # (FaultInfra.cluster_from_env), whose topics get replication 3 and min.insync.replicas 2.
+    brokers: int = 1
+    # A property of its own: no gap between two acknowledgements (any client's) longer than this.
+    max_ack_gap_s: float | None = None
+
+
+# broker-kill: how long the broker stays down, and the bound on its return to every ISR.
+BROKER_DOWN_S = 10.0
+ISR_BOUND_S = 60.0
 
 
 FAULTS: dict[str, Fault] = {
@@ -120,10 +132,42 @@ FAULTS: dict[str, Fault] = {
             heartbeats_partitions=4,
             targets=("gateway-2", "router", "status", "notifier"),
         ),
+        # One broker of three SIGKILLed mid-exam, the load kept up, restarted 10 s later. The
+        # active controller is the harder case: a quorum election comes before its fencing, and
+        # as a broker it leads about a third of the partitions (measured: no ack for 5.2 s,
+        # against 3.0 s for broker-kill-leader, the broker leading most of the run's
+        # partitions and not the controller). Bound: the 3 s broker session, an election of
+        # 2-3 s, and room for a loaded 2-core box.
+        Fault(
+            "broker-kill",
+            "Kafka broker SIGKILL (1 of 3, the active controller), restarted after 10 s",
+            "broker-kill",
+            "controller",
+            BROKER_DOWN_S,
+            brokers=3,
+            max_ack_gap_s=8.0,
+        ),
+        Fault(
+            "broker-kill-leader",
+            "Kafka broker SIGKILL (1 of 3, most partition leaders, not the controller),"
+            " restarted after 10 s",
+            "broker-kill",
+            "leader",
+            BROKER_DOWN_S,
+            brokers=3,
+            max_ack_gap_s=8.0,
+        ),
     )
 }
 LONG_SUITE = tuple(FAULTS)
-CI_SUITE = ("gateway-kill", "kafka-stall-6", "notifier-kill", "redis-flushall", "scaled-out-kills")
+CI_SUITE = (
+    "gateway-kill",
+    "kafka-stall-6",
+    "notifier-kill",
+    "redis-flushall",
+    "scaled-out-kills",
+    "broker-kill",  # last: the three-broker instance is started for it alone
+)
 
 
 @dataclass
@@ -198,6 +242,8 @@ class FaultRun:
         self.source = source
         self.say = say
         self.rng = random.Random(seed)
+        if infra.brokers != fault.brokers:
+            raise ValueError(f"{fault.name} runs on {fault.brokers} broker(s), not {infra.brokers}")
         self.run_id = f"flt-{fault.name}-{uuid.uuid4().hex[:6]}"
         self.kafka = KafkaSettings.for_run(
             self.run_id,
@@ -205,6 +251,7 @@ class FaultRun:
             events_partitions=profile.events_partitions,
             deliveries_partitions=4,
             heartbeats_partitions=fault.heartbeats_partitions,
+            replication_factor=infra.replication_factor,
         )
         self.redis = RedisSettings(url=infra.redis_url, key_prefix=f"{self.run_id}:")
         self.dynamo = DynamoSettings(
@@ -224,6 +271,7 @@ class FaultRun:
         self._monitor: asyncio.Task[None] | None = None
         self.killed: set[str] = set()  # kill-each's victims: their exit is the fault's
         self.leavers: list[str] = []  # attempts whose students closed their tab for good
+        self.replication: dict[str, Any] = {}  # broker-kill: the cluster's figures
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -324,6 +372,8 @@ class FaultRun:
                 try:
                     await self.infra.up_async()  # a no-op unless an earlier fault left it down
                     await ensure_topics(self.kafka)
+                    if self.infra.brokers > 1:
+                        await self._check_replication()
                     await self.cluster.start()
                     self._clients()
                     await self._connect(http)
@@ -435,6 +485,8 @@ class FaultRun:
                 restarted = time.monotonic()
                 await infra.up_async()
                 self.notes.append(f"Kafka back in {time.monotonic() - restarted:.1f}s")
+            case "broker-kill":
+                await self._kill_broker()
             case "redis-flushall":
                 client = aioredis.Redis.from_url(infra.redis_url)
                 try:
@@ -443,6 +495,112 @@ class FaultRun:
                     await client.aclose()
             case _:
                 raise ValueError(f"unknown fault kind {fault.kind}")
+
+    def _topics(self) -> list[str]:
+        return [spec.name for spec in topic_specs(self.kafka)]
+
+    async def _check_replication(self) -> None:
+        """The run's topics as a cluster should have them: every partition on 3 brokers, all
+        in sync, min.insync.replicas 2 (what ensure_topics gives replication 3)."""
+        bootstrap, topics = self.infra.kafka_bootstrap, self._topics()
+        wrong: list[str] = []
+        for _ in range(50):  # a new topic's metadata reaches every broker within moments
+            try:
+                states = await kafka_cluster.partitions(bootstrap, topics)
+                break
+            except RuntimeError:
+                await asyncio.sleep(0.1)
+        else:
+            states = await kafka_cluster.partitions(bootstrap, topics)
+        for state in states:
+            if len(state.replicas) != self.infra.replication_factor:
+                wrong.append(f"{state.topic}/{state.partition}: replicas {state.replicas}")
+            elif set(state.isr) != set(state.replicas):
+                wrong.append(f"{state.topic}/{state.partition}: isr {state.isr}")
+        for topic in topics:
+            config = await kafka_cluster.topic_config(bootstrap, topic)
+            if config.get("min.insync.replicas") != "2":
+                wrong.append(f"{topic}: min.insync.replicas {config.get('min.insync.replicas')}")
+        self.replication["topic_settings_wrong"] = wrong
+        self.replication["partitions"] = len(states)
+
+    async def _kill_broker(self) -> None:
+        """SIGKILL one broker of the cluster (the active controller, or the broker leading most
+        of the run's partitions), keep the load up, restart it after ``duration_s`` and wait
+        until every partition of the run's topics has all three replicas in sync again."""
+        fault, infra, figures = self.fault, self.infra, self.replication
+        bootstrap, topics = infra.kafka_bootstrap, self._topics()
+        quorum = await kafka_cluster.describe_quorum(bootstrap)
+        led = kafka_cluster.leaders(await kafka_cluster.partitions(bootstrap, topics))
+        if fault.target == "controller":
+            victim = quorum.leader
+        else:
+            others = {b: n for b, n in led.items() if b != quorum.leader}
+            victim = max(sorted(others), key=lambda b: others[b])
+        node: InfraService = f"kafka-{victim}"  # type: ignore[assignment]
+        figures |= {
+            "broker_killed": victim,
+            "controller": quorum.leader,
+            "broker_led": led[victim],
+            "leaders_before": {str(b): n for b, n in sorted(led.items())},
+        }
+        role = "the active controller" if victim == quorum.leader else "not the controller"
+        self.notes.append(
+            f"SIGKILL broker {victim} ({role}; it led {led[victim]} of the run's"
+            f" {sum(led.values())} partitions)"
+        )
+        self.say(f"  SIGKILL {node} ({role}, leader of {led[victim]} partitions)")
+        killed = time.monotonic()
+        pid = infra.signal(node, signal.SIGKILL)
+        moved = asyncio.create_task(self._leaders_moved(bootstrap, topics, victim, killed))
+        await infra.wait_gone(pid)
+        await infra.wait_ports_closed(node)
+        await asyncio.sleep(max(0.0, killed + fault.duration_s - time.monotonic()))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await moved
+        if not moved.done():
+            moved.cancel()
+        # The ISRs are watched from the restart on, while `up` waits for the node to be ready.
+        restarted = time.monotonic()
+        isr_watch = asyncio.create_task(
+            kafka_cluster.wait_isr_full(bootstrap, topics, ISR_BOUND_S + 30)
+        )
+        offsets_watch = asyncio.create_task(
+            kafka_cluster.wait_isr_full(bootstrap, [kafka_cluster.OFFSETS_TOPIC], ISR_BOUND_S + 30)
+        )
+        await infra.up_async()
+        back = time.monotonic() - restarted
+        isr_s, short = await isr_watch
+        offsets_s, _ = await offsets_watch
+        if isr_s is not None and isr_s > ISR_BOUND_S:
+            isr_s = None
+        quorum_after = await kafka_cluster.describe_quorum(bootstrap)
+        figures |= {
+            "broker_back_s": _round(back),
+            "isr_full_s": _round(isr_s),
+            "isr_full_offsets_s": _round(offsets_s),
+            "isr_short": [f"{s.topic}/{s.partition} isr {s.isr}" for s in short[:5]],
+            "controller_after": quorum_after.leader,
+        }
+        isr = "never" if isr_s is None else f"{isr_s:.1f}s"
+        self.notes.append(
+            f"broker {victim} restarted {fault.duration_s:.0f}s after the kill, back in"
+            f" {back:.1f}s, in every ISR of the run's topics {isr} after its restart"
+        )
+
+    async def _leaders_moved(
+        self, bootstrap: str, topics: list[str], victim: int, killed: float
+    ) -> None:
+        """Seconds from the kill until no partition of the run's topics names the killed broker
+        as leader or in its ISR: the cluster fenced it and every partition has a leader."""
+        while True:
+            with contextlib.suppress(Exception):
+                states = await kafka_cluster.partitions(bootstrap, topics)
+                if all(s.leader not in (victim, -1) and victim not in s.isr for s in states):
+                    self.replication["fenced_s"] = _round(time.monotonic() - killed)
+                    return
+            await asyncio.sleep(0.1)
 
     async def _leave(self, students: list[FaultStudent]) -> None:
         for student in students:
@@ -609,6 +767,7 @@ class FaultRun:
         back = [r for r in comebacks if r is not None]
         exited = self._exited()
         unacked = sum(len(c.unacked) for c in clients)
+        waits = [s.acked_at - s.first_sent for s in acked.values() if s.acked_at is not None]
         converged = self.views.converged_s
         figures: dict[str, Any] = {
             "students": len(self.students),
@@ -636,6 +795,10 @@ class FaultRun:
             "first_ack_after_fault_s": _round(after[0] - t.fault_end if after else None),
             "backlog_acked_s": _round(backlog),
             "longest_ack_gap_s": _round(max(gaps) if gaps else None),
+            "max_ack_gap_bound_s": self.fault.max_ack_gap_s,
+            # From an event's first send to its acknowledgement, resends included: the longest
+            # any one student waited.
+            "slowest_ack_s": _round(max(waits) if waits else None),
             "drained_s": _round(None if t.drained is None else t.drained - t.quiesced),
             "caught_up_s": {k: _round(v) for k, v in self.views.caught_up_s.items()},
             "caught_up_all_s": _round(_all(self.views.caught_up_s)),
@@ -651,6 +814,7 @@ class FaultRun:
             "errors": dict(errors),
             "refused_events": dict(refused),
             "proctor_resubscribes": sum(max(0, p.snapshots - len(p.exams)) for p in self.proctors),
+            **self.replication,
         }
         self.notes.extend(_notes(figures))
         return figures
@@ -789,6 +953,10 @@ def _notes(f: dict[str, Any]) -> list[str]:
         notes.append(f"first ack {f['first_ack_after_fault_s']}s after the fault")
     if f["longest_ack_gap_s"] is not None and f["longest_ack_gap_s"] >= 2:
         notes.append(f"no ack for {f['longest_ack_gap_s']}s")
+    if f.get("slowest_ack_s") is not None and f["slowest_ack_s"] >= 2:
+        notes.append(f"slowest ack {f['slowest_ack_s']}s after the first send")
+    if f.get("fenced_s") is not None:
+        notes.append(f"killed broker fenced, its partitions led elsewhere {f['fenced_s']}s after")
     if f["backlog_acked_s"] is None:
         notes.append("events sent before the fault ended never all acked")
     else:
@@ -835,4 +1003,12 @@ def violations(result: dict[str, Any]) -> list[str]:
         found.append(f"{name} not equal to the log: {what}")
     if result["fresh_snapshot_wrong"]:
         found.append(f"fresh snapshot not equal to the log: {result['fresh_snapshot_wrong']}")
+    bound, gap = result.get("max_ack_gap_bound_s"), result.get("longest_ack_gap_s")
+    if bound is not None and (gap is None or gap > bound):
+        found.append(f"no acknowledgement for {gap}s (bound {bound}s)")
+    if result.get("topic_settings_wrong"):
+        found.append("topics not replicated as asked: " + "; ".join(result["topic_settings_wrong"]))
+    if "broker_killed" in result and result.get("isr_full_s") is None:
+        short = ", ".join(result.get("isr_short", []))
+        found.append(f"the restarted broker not in every ISR within {ISR_BOUND_S:.0f}s: {short}")
     return found
