@@ -233,9 +233,11 @@ class StallingProducer:
             inner = await self.real.send(self.topic, value, key=key)
             inner.add_done_callback(lambda done, outer=outer: outer.set_result(done.result()))
 
-    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> Any:
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
+    ) -> Any:
         if topic != self.topic or self.running.is_set():
-            return await self.real.send(topic, value, key=key)
+            return await self.real.send(topic, value, key=key, partition=partition)
         if self.block:
             await self.running.wait()
             return await self.real.send(topic, value, key=key)
