@@ -12,13 +12,51 @@ threads' GIL hand-offs) against ~0.3 ms here (docs/benchmarks.md). Items are bui
 already in DynamoDB's attribute encoding, so aiodynamo's own item conversion is not used;
 its retry loop is limited to a single attempt because the callers (the status service's
 write backoff, the audit's repair) decide about retries themselves.
+
+Batches: ``put_first_attempt`` sends up to ``transact_items`` conditional Puts (default 25,
+at most 100) as one ``TransactWriteItems``, each with exactly the PutItem's condition and
+``ReturnValuesOnConditionCheckFailure: ALL_OLD``. One request per batch instead of one per
+item: 2,000 views through ``put_first_attempt`` against DynamoDB Local, 8 requests in flight,
+cost its JVM 0.35-0.57 ms of CPU per item in batches of 25 (0.28-0.50 in batches of 100)
+against 1.1-1.6 ms as PutItems, and this process 0.05-0.08 ms against 0.36-0.63 ms (six
+rounds on a busy 2-core box). BatchWriteItem would be cheaper still but takes no conditions.
+The price on AWS: a transactional write costs 2 write units per item (up to 1 KB) instead of
+1, so ``transact_items=1`` (one PutItem per item) stays available. IAM is unchanged: a
+transaction's Puts are authorised as ``dynamodb:PutItem``. A transaction never touches one
+item twice (DynamoDB refuses that), and the order of writes to one item
+matters, so the views of one call go in rounds: each (exam, student) key's first view in
+the first round, its second in the next, and so on; the batches of one round run at once,
+a round only after the previous one is done (``transact_items=1`` keeps the same rounds).
+
+A transaction is all or nothing, and its outcome maps onto each view's ``PutOutcome``:
+
+- success: every view ``written``.
+- ``TransactionCanceledException``: ``CancellationReasons`` has one reason per Put, in order.
+  ``ConditionalCheckFailed``: ``refused``, with the item as it is from the reason's ``Item``
+  (AWS and DynamoDB Local 2.6 both return it under ALL_OLD). ``ValidationError`` (AWS's code
+  for an item it cannot take, e.g. a number out of range): ``rejected``. ``None``: this Put
+  was fine but was not applied; these are sent again as a new transaction without the
+  decided ones (at most ``_TRANSACT_ATTEMPTS`` transactions per batch). Any other reason
+  (``TransactionConflict``, ``ThrottlingError``, ``ProvisionedThroughputExceeded``, ...), a
+  reason list that does not match the Puts, or still undecided views after those rounds: the
+  views left go as one PutItem each, which decides every item on its own.
+- a whole-request ``ValidationException`` or ``SerializationException``: one bad item spoils
+  the whole request without saying which (DynamoDB Local answers a number overflow this way,
+  never with a per-item ``ValidationError``), so the batch goes as one PutItem per view and
+  only the bad one is ``rejected``.
+- anything else on the whole request (network, timeout, throttling, server errors, a missing
+  table): every view of the batch ``failed``; nothing is known, the caller retries.
+- a view that has no DynamoDB encoding: ``rejected`` before any request; the others go on.
+
+A batch left with a single view sends it as a PutItem (1 write unit instead of 2).
 ``InMemoryStatusStore`` is the fake with the same semantics (contract-tested against the
-real one in tests/adapters/test_dynamo_store.py).
+real one, with either kind of write, in tests/adapters/test_dynamo_store.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -32,6 +70,8 @@ from aiodynamo.errors import (
     ResourceInUse,
     SerializationException,
     TableNotFound,
+    TransactionCanceled,
+    UnknownError,
     ValidationException,
 )
 from aiodynamo.http.aiohttp import AIOHTTP
@@ -40,7 +80,7 @@ from aiodynamo.models import StaticDelayRetry
 from yarl import URL
 
 from adapters.settings import DynamoSettings
-from domain.first_attempt import item_key, supersedes
+from domain.first_attempt import ItemKey, item_key, supersedes
 from schemas.views import StudentView
 
 if TYPE_CHECKING:
@@ -60,6 +100,13 @@ _ITEM_ERRORS = (ValidationException, SerializationException)
 _MAX_NUMBER = 1e126
 # One attempt per call: aiodynamo retries until this many seconds have passed.
 _NO_RETRIES = StaticDelayRetry(delay=0, time_limit_secs=0)
+# Transactions per batch (the first and its retries after cancellations) before what is
+# still undecided goes as one PutItem each.
+_TRANSACT_ATTEMPTS = 3
+# DynamoDB's limit on the actions of one TransactWriteItems.
+MAX_TRANSACT_ITEMS = 100
+# Whole-request failures that say nothing about any item: every view of the request failed.
+_UNAVAILABLE = (AIODynamoError, aiohttp.ClientError, OSError, TimeoutError)
 
 
 class StatusStoreUnavailable(Exception):
@@ -75,8 +122,8 @@ class PutOutcome:
     ``failed``: nothing is known; retry it (network, throttling, timeout, server error).
     ``rejected``: DynamoDB refuses this item as such (``ValidationException``, e.g. a number
     out of its range, or an item it cannot encode): retrying can never help, the caller
-    puts it aside. Each write is its own PutItem, so one rejected item never sinks its
-    neighbours in a flush.
+    puts it aside. A rejected item never sinks its neighbours in a flush: a transaction it
+    spoils is redone as one PutItem per item.
     """
 
     view: StudentView
@@ -138,12 +185,33 @@ def _number(text: str) -> int | float:
 # -- DynamoDB -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """One view on its way: its place in the call and its Put (PutItem's or a transaction's)."""
+
+    index: int
+    view: StudentView
+    put: dict[str, Any]
+
+
 class DynamoStatusStore:
-    """The real store: ``open`` creates the client and the table if missing; ``close`` frees it."""
+    """The real store: ``open`` creates the client and the table if missing; ``close`` frees it.
+
+    ``transact_items``: views per ``TransactWriteItems`` (1 to 100); 1 sends one PutItem per
+    view instead.
+    """
 
     def __init__(
-        self, settings: DynamoSettings, *, workers: int = 8, timeout_s: float = 5.0
+        self,
+        settings: DynamoSettings,
+        *,
+        workers: int = 8,
+        timeout_s: float = 5.0,
+        transact_items: int = 25,
     ) -> None:
+        if not 1 <= transact_items <= MAX_TRANSACT_ITEMS:
+            raise ValueError(f"transact_items must be 1 to {MAX_TRANSACT_ITEMS}: {transact_items}")
+        self._transact_items = transact_items
         self._settings = settings
         self._table = settings.table
         self._timeout = timeout_s
@@ -242,45 +310,93 @@ class DynamoStatusStore:
         return None if status is None else str(status)
 
     async def put_first_attempt(self, views: Sequence[StudentView]) -> list[PutOutcome]:
-        """One conditional write per view, ``workers`` in flight at a time; never raises."""
-        return list(await asyncio.gather(*(self._put(view) for view in views)))
+        """One conditional write per view, in transactions of up to ``transact_items`` (or
+        PutItems), ``workers`` requests in flight; one outcome per view, in order; never raises.
+        """
+        outcomes: list[PutOutcome | None] = [None] * len(views)
+        writes: list[_Write] = []
+        for index, view in enumerate(views):
+            try:
+                put = self._put_request(view)
+            except (TypeError, ValueError) as exc:  # no DynamoDB encoding for a field
+                outcomes[index] = PutOutcome(view, "rejected", error=f"{type(exc).__name__}: {exc}")
+            else:
+                writes.append(_Write(index, view, put))
+        size = self._transact_items
+        for round_ in _rounds(writes):
+            if size == 1:
+                done = await asyncio.gather(*(self._put(write) for write in round_))
+            else:
+                batches = [round_[i : i + size] for i in range(0, len(round_), size)]
+                done = [
+                    outcome
+                    for batch in await asyncio.gather(*(self._transact(b) for b in batches))
+                    for outcome in batch
+                ]
+            for write, outcome in zip(round_, done, strict=True):
+                outcomes[write.index] = outcome
+        return [outcome for outcome in outcomes if outcome is not None]
 
-    async def _put(self, view: StudentView) -> PutOutcome:
+    def _put_request(self, view: StudentView) -> dict[str, Any]:
+        return {
+            "TableName": self._table,
+            "Item": to_item(view),
+            "ConditionExpression": _CONDITION,
+            "ExpressionAttributeNames": _CONDITION_NAMES,
+            "ExpressionAttributeValues": {
+                ":attempt": {"S": view.attempt},
+                ":seq": {"N": str(view.seq)},
+                ":attempt_no": {"N": str(view.attempt_no)},
+            },
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+
+    async def _put(self, write: _Write) -> PutOutcome:
+        view = write.view
         try:
-            item = to_item(view)
-        except (TypeError, ValueError) as exc:  # no DynamoDB encoding for a field
-            return PutOutcome(view, "rejected", error=f"{type(exc).__name__}: {exc}")
-        try:
-            await self._request(
-                "PutItem",
-                {
-                    "TableName": self._table,
-                    "Item": item,
-                    "ConditionExpression": _CONDITION,
-                    "ExpressionAttributeNames": _CONDITION_NAMES,
-                    "ExpressionAttributeValues": {
-                        ":attempt": {"S": view.attempt},
-                        ":seq": {"N": str(view.seq)},
-                        ":attempt_no": {"N": str(view.attempt_no)},
-                    },
-                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                },
-            )
+            await self._request("PutItem", write.put)
         except ConditionalCheckFailed as exc:
-            old = _error_body(exc).get("Item")
-            holder = from_item(old) if isinstance(old, Mapping) and old else None
-            return PutOutcome(view, "refused", holder=holder)
+            return PutOutcome(view, "refused", holder=_holder(_error_body(exc).get("Item")))
         except _ITEM_ERRORS as exc:
             return PutOutcome(view, "rejected", error=_describe(exc))
-        except (
-            AIODynamoError,
-            aiohttp.ClientError,
-            OSError,
-            TimeoutError,
-            StatusStoreUnavailable,
-        ) as exc:
+        except (*_UNAVAILABLE, StatusStoreUnavailable) as exc:
             return PutOutcome(view, "failed", error=_describe(exc))
         return PutOutcome(view, "written", holder=view)
+
+    async def _transact(self, batch: list[_Write]) -> list[PutOutcome]:
+        """One batch (distinct keys) as TransactWriteItems; outcomes in the batch's order."""
+        decided: dict[int, PutOutcome] = {}
+        left = batch
+        for _ in range(_TRANSACT_ATTEMPTS):
+            if len(left) < 2:
+                break  # a single view: a PutItem does the same for half the write units
+            try:
+                await self._request(
+                    "TransactWriteItems", {"TransactItems": [{"Put": w.put} for w in left]}
+                )
+            except _ITEM_ERRORS:
+                break  # one bad item spoils the request, unnamed: each goes on its own below
+            except (*_UNAVAILABLE, StatusStoreUnavailable) as exc:
+                reasons = _cancellation_reasons(exc)
+                if reasons is None:
+                    error = _describe(exc)
+                    return [
+                        decided.get(w.index) or PutOutcome(w.view, "failed", error=error)
+                        for w in batch
+                    ]
+                left, understood = _decide(left, reasons, decided)
+                if not understood:
+                    break
+            else:
+                decided.update(
+                    (w.index, PutOutcome(w.view, "written", holder=w.view)) for w in left
+                )
+                left = []
+                break
+        if left:
+            alone = await asyncio.gather(*(self._put(w) for w in left))
+            decided.update((w.index, outcome) for w, outcome in zip(left, alone, strict=True))
+        return [decided[w.index] for w in batch]
 
     async def get(self, exam: str, student: str) -> StudentView | None:
         try:
@@ -329,6 +445,82 @@ class DynamoStatusStore:
             pass
         except (AIODynamoError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise StatusStoreUnavailable(f"delete {self._table}: {exc!r}") from exc
+
+
+def _rounds(writes: list[_Write]) -> list[list[_Write]]:
+    """Each key's first write in round 0, its second in round 1, ...: no round has a key twice,
+    and the writes to one key land in the order they were given."""
+    rounds: list[list[_Write]] = []
+    seen: dict[ItemKey, int] = {}
+    for write in writes:
+        key = item_key(write.view)
+        n = seen.get(key, 0)
+        seen[key] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(write)
+    return rounds
+
+
+def _cancellation_reasons(exc: BaseException) -> list[Mapping[str, Any]] | None:
+    """A cancelled transaction's reasons, one per action; None if ``exc`` is something else.
+
+    aiodynamo raises ``TransactionCanceled`` with the parsed body, or ``UnknownError`` with the
+    raw one when its own parsing of the reasons fails (it wants a ``Message`` in each)."""
+    body: object = None
+    if isinstance(exc, TransactionCanceled):
+        body = exc.body
+    elif isinstance(exc, UnknownError):
+        try:
+            body = json.loads(exc.body)
+        except ValueError:
+            return None
+        kind = body.get("__type") if isinstance(body, Mapping) else None
+        if not isinstance(kind, str) or not kind.endswith("TransactionCanceledException"):
+            return None
+    if not isinstance(body, Mapping):
+        return None
+    reasons = body.get("CancellationReasons")
+    if not isinstance(reasons, list):
+        return None
+    return [reason if isinstance(reason, Mapping) else {} for reason in reasons]
+
+
+def _decide(
+    left: list[_Write], reasons: list[Mapping[str, Any]], decided: dict[int, PutOutcome]
+) -> tuple[list[_Write], bool]:
+    """Record what a cancelled transaction's reasons decide; return the views still open and
+    whether every reason was understood (if not, those views go as PutItems)."""
+    if len(reasons) != len(left):
+        return left, False
+    still: list[_Write] = []
+    understood = True
+    for write, reason in zip(left, reasons, strict=True):
+        code = reason.get("Code")
+        if code == "ConditionalCheckFailed":
+            decided[write.index] = PutOutcome(
+                write.view, "refused", holder=_holder(reason.get("Item"))
+            )
+        elif code == "ValidationError":
+            message = reason.get("Message") or "rejected in a transaction"
+            decided[write.index] = PutOutcome(
+                write.view, "rejected", error=f"ValidationException: {message}"
+            )
+        else:
+            # "None" (or no code): fine but not applied, the transaction being all or nothing.
+            understood = understood and code in (None, "None")
+            still.append(write)
+    return still, understood
+
+
+def _holder(item: object) -> StudentView | None:
+    """The item a refusal returned (ALL_OLD), if any and readable."""
+    if not isinstance(item, Mapping) or not item:
+        return None
+    try:
+        return from_item(item)
+    except (TypeError, ValueError):  # pydantic's ValidationError is a ValueError
+        return None
 
 
 def _error_body(exc: BaseException) -> Mapping[str, Any]:
@@ -410,11 +602,17 @@ class InMemoryStatusStore:
                     PutOutcome(view, "rejected", error="ValidationException: Number overflow")
                 )
                 continue
+            try:
+                item = to_item(view)
+            except (TypeError, ValueError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                outcomes.append(PutOutcome(view, "rejected", error=error))
+                continue
             key = item_key(view)
             stored = self.items.get(key)
             holder = None if stored is None else from_item(stored)
             if supersedes(view, holder):
-                self.items[key] = to_item(view)
+                self.items[key] = item
                 outcomes.append(PutOutcome(view, "written", holder=view))
             else:
                 outcomes.append(PutOutcome(view, "refused", holder=holder))

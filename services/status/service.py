@@ -167,7 +167,10 @@ class StatusService:
 
         if self._dynamo is None:
             store = DynamoStatusStore(
-                self.settings.dynamo, workers=cfg.dynamo_workers, timeout_s=cfg.dynamo_timeout_s
+                self.settings.dynamo,
+                workers=cfg.dynamo_workers,
+                timeout_s=cfg.dynamo_timeout_s,
+                transact_items=cfg.dynamo_transact_items,
             )
             stack.push_async_callback(store.close)
             await self._until_done(

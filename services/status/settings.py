@@ -44,6 +44,17 @@ class StatusServiceSettings(BaseModel):
         default=5000, ge=1, description="flush earlier once this many items are waiting"
     )
     dynamo_workers: int = Field(default=8, ge=1, description="DynamoDB requests in flight at once")
+    dynamo_transact_items: int = Field(
+        default=25,
+        ge=1,
+        le=100,
+        description=(
+            "conditional writes per DynamoDB TransactWriteItems: one request per up to this many"
+            " items, ~2-3x less DynamoDB CPU and ~6x less client CPU per item than one PutItem"
+            " each (measured on DynamoDB Local); on AWS each item then costs 2 write units"
+            " instead of 1; 1 = one PutItem per item"
+        ),
+    )
     dynamo_timeout_s: float = Field(default=5.0, gt=0, description="bound on one DynamoDB call")
     create_table: bool = Field(default=True, description="create the DynamoDB table if missing")
     redis_load_concurrency: int = Field(
