@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from schemas.events import Count, EpochMs, ExamEvent, Id, LogTime, RemainingS, Score, Seq, Text
@@ -167,6 +168,11 @@ class WelcomeFrame(_Frame):
 class AckFrame(_Frame):
     type: Literal["ack"] = "ack"
     id: Id
+
+
+def encode_ack(frame_id: str) -> bytes:
+    """``AckFrame(id=frame_id)`` on the wire, without building the model: one per event."""
+    return b'{"type":"ack","id":%b}' % orjson.dumps(frame_id)
 
 
 ErrorCode = Literal[

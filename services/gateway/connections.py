@@ -1,7 +1,15 @@
 """Open connections on this gateway and their writers.
 
-Each connection owns a bounded ``SendQueue`` and one writer task; producers of frames
-(acks, deliveries, snapshots) only enqueue, so a slow socket delays nobody but itself.
+Each connection owns a bounded ``SendQueue``; producers of frames (acks, deliveries,
+snapshots) only enqueue, so a slow socket delays nobody but itself. What one turn of the
+event loop queued for a connection goes out together at the end of that turn: one socket
+write for every frame, written there and then while the socket keeps up (its kernel buffer
+took everything so far). A connection whose socket is behind is handed to its writer task,
+which waits for the socket within ``send_timeout_s`` and cuts the connection off past it.
+
+Waking a writer task for every frame cost more than the frame itself at 2,000 updates/s
+(docs/benchmarks.md): an ack, one row to a proctor, each a task switch, a timeout and a
+write call of their own.
 """
 
 from __future__ import annotations
@@ -26,6 +34,9 @@ log = structlog.get_logger(__name__)
 _ROWS: TypeAdapter[list[StudentView]] = TypeAdapter(list[StudentView])
 
 _RESET = struct.pack("ii", 1, 0)
+_FIN_TEXT = 0x81
+_PACK_LEN2 = struct.Struct("!BBH").pack
+_PACK_LEN3 = struct.Struct("!BBQ").pack
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
@@ -61,6 +72,10 @@ class Connection:
         self._wake = asyncio.Event()
         self._send_timeout_s = send_timeout_s
         self._metrics = metrics
+        self._loop = asyncio.get_running_loop()
+        self._flush_scheduled = False
+        self._writing = False
+        self._coalesced_seen = 0
 
     @property
     def pending(self) -> int:
@@ -78,12 +93,30 @@ class Connection:
             self._metrics.slow_consumers.inc()
             self.close_soon(CLOSE_SLOW_CONSUMER, "slow_consumer")
             return
-        self._wake.set()
+        self._schedule_flush()
 
     def send_row(self, view: StudentView) -> None:
         if self.close_reason is None:
             self._queue.put_update(view)
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Write what this turn queued, unless the socket is behind: then the writer waits."""
+        self._flush_scheduled = False
+        transport = self._transport
+        if self._writing or transport is None or transport.get_write_buffer_size() > 0:
             self._wake.set()
+            return
+        if self.ws.closed or transport.is_closing():
+            return  # nothing may follow a close frame; the reader ends the connection
+        frames = self._drain()
+        if frames:
+            transport.write(b"".join(text_frame(frame) for frame in frames))
 
     def forget_exam(self, exam: str) -> None:
         self._queue.drop_exam(exam)
@@ -115,24 +148,27 @@ class Connection:
             async with asyncio.timeout(self._send_timeout_s):
                 await self.ws.close(code=code, message=reason.encode())
 
+    def _drain(self) -> list[bytes]:
+        """Every pending frame, encoded, in order: ordered frames, then the coalesced rows."""
+        frames, updates = self._queue.drain()
+        coalesced = self._queue.coalesced
+        if coalesced != self._coalesced_seen:
+            self._metrics.coalesced.inc(coalesced - self._coalesced_seen)
+            self._coalesced_seen = coalesced
+        for exam, rows in updates.items():
+            body = _ROWS.dump_json(rows, exclude_none=True)
+            frames.append(b'{"type":"updates","exam":"%s","students":%s}' % (exam.encode(), body))
+        return frames
+
     async def run_writer(self) -> None:
-        before = 0
+        """Write for a socket that is behind, waiting for it within ``send_timeout_s``."""
         while True:
             await self._wake.wait()
             self._wake.clear()
-            frames, updates = self._queue.drain()
-            self._metrics.coalesced.inc(self._queue.coalesced - before)
-            before = self._queue.coalesced
+            self._writing = True
             try:
                 async with asyncio.timeout(self._send_timeout_s):
-                    for frame in frames:
-                        await self.ws.send_frame(frame, WSMsgType.TEXT)
-                    for exam, rows in updates.items():
-                        body = _ROWS.dump_json(rows, exclude_none=True)
-                        frame = b'{"type":"updates","exam":"%s","students":%s}' % (
-                            exam.encode(),
-                            body,
-                        )
+                    for frame in self._drain():
                         await self.ws.send_frame(frame, WSMsgType.TEXT)
             except TimeoutError:
                 self._metrics.slow_consumers.inc()
@@ -140,6 +176,22 @@ class Connection:
                 return
             except ConnectionError:
                 return
+            finally:
+                self._writing = False
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One final, unmasked, uncompressed text frame (RFC 6455 section 5.2), as servers send.
+
+    The gateway's sockets never negotiate compression (``compress=False``), so a frame is
+    its header and the payload as is.
+    """
+    length = len(payload)
+    if length < 126:
+        return bytes((_FIN_TEXT, length)) + payload
+    if length < 65536:
+        return _PACK_LEN2(_FIN_TEXT, 126, length) + payload
+    return _PACK_LEN3(_FIN_TEXT, 127, length) + payload
 
 
 def reset(transport: asyncio.Transport) -> None:

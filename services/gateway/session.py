@@ -16,12 +16,12 @@ from adapters.tokens import StudentIdentity
 from domain.rate_limit import TokenBucket
 from schemas.events import EventSource, StudentConnected
 from schemas.frames import (
-    AckFrame,
     ErrorFrame,
     ProctorSession,
     StudentSession,
     UnsubscribedFrame,
     WelcomeFrame,
+    encode_ack,
 )
 from schemas.presence import CloseReason, StudentConnection, StudentDisconnection, connection_key
 from services.gateway import protocol
@@ -361,7 +361,7 @@ class Session:
                 return
             self._metrics.publish_seconds.observe(loop.time() - received)
             if ack_id is not None:
-                self.conn.send(AckFrame(id=ack_id))
+                self.conn.send_raw(encode_ack(ack_id))
 
         return _acknowledge
 

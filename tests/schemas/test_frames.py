@@ -37,6 +37,7 @@ from schemas.frames import (
     UnsubscribeFrame,
     UpdatesFrame,
     WelcomeFrame,
+    encode_ack,
 )
 from schemas.views import StudentView
 
@@ -227,6 +228,14 @@ def test_server_frames_as_the_gateway_sends_them_parse_back(frame: ServerFrame) 
     raw = frame.model_dump_json(exclude_none=True)
 
     assert SERVER_FRAME.validate_json(raw) == frame
+
+
+@pytest.mark.parametrize("frame_id", ["f1", "att-17-1-59-0b7d44", "a.b:c@d_e-F", "x" * 128])
+def test_the_hand_encoded_ack_is_the_ack_frame(frame_id: str) -> None:
+    raw = encode_ack(frame_id)
+
+    assert SERVER_FRAME.validate_json(raw) == AckFrame(id=frame_id)
+    assert orjson.loads(raw) == orjson.loads(AckFrame(id=frame_id).model_dump_json())
 
 
 def test_server_frames_carry_their_type_without_being_told() -> None:
