@@ -12,6 +12,12 @@ check off for ``guard_retry_s`` at a time, exactly when it mattered. Now the che
 for while a batch is out wait for the next one, and each batch is a single pipeline on a
 single connection: one round trip, in arrival order, so two copies of one id in a batch
 still meet as first and resend.
+
+A batch waits up to ``claim_window_ms`` for company. With one batch per round trip, a
+gateway that keeps up sent a pipeline of one or two claims per frame, and the frames each
+cleared reached the producer alone, each its own produce request: at 2,000 updates/s a
+third of a gateway's CPU was socket writes to Redis and Kafka (docs/benchmarks.md). The
+frames a batch clears wake in one loop turn, so they share a produce request too.
 """
 
 from __future__ import annotations
@@ -97,6 +103,8 @@ class Guards:
         self._claim_sha = client.register_script(_CLAIM_ID).sha
         self._count_connect = client.register_script(_COUNT_CONNECT)
         self._skip_until = 0.0
+        self._window_s = options.claim_window_ms / 1000
+        self._oldest_at = 0.0
         self._claims: list[_Claim] = []
         self._claimer: asyncio.Task[None] | None = None
 
@@ -104,7 +112,10 @@ class Guards:
         """Remember ``frame_id`` with its content in ``scope``, or compare with what was."""
         if self._skipping("id"):
             return IdClaim.UNCHECKED
-        answer: asyncio.Future[IdClaim] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[IdClaim] = loop.create_future()
+        if not self._claims:
+            self._oldest_at = loop.time()
         self._claims.append(_Claim(scope, frame_id, fingerprint, answer))
         if self._claimer is None:
             self._claimer = asyncio.create_task(self._send_claims())
@@ -121,7 +132,11 @@ class Guards:
     async def _send_claims(self) -> None:
         batch: list[_Claim] = []
         try:
+            loop = asyncio.get_running_loop()
             while self._claims:
+                # The oldest waiting claim waits at most the window before its batch goes.
+                if (delay := self._oldest_at + self._window_s - loop.time()) > 0:
+                    await asyncio.sleep(delay)
                 batch, self._claims = self._claims, []
                 try:
                     async with asyncio.timeout(self._timeout_s):

@@ -139,6 +139,16 @@ class GatewayOptions(BaseModel):
     connect_window_s: float = Field(
         default=10.0, gt=0, description="fixed window of connect_limit, counted in Redis"
     )
+    claim_window_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=50,
+        description=(
+            "id checks wait this long to share one Redis pipeline, and the frames they clear"
+            " then share one Kafka produce request: fewer round trips per frame for a little"
+            " latency (0: one batch per round trip)"
+        ),
+    )
     guard_retry_s: float = Field(
         default=5.0,
         ge=0,
