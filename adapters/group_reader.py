@@ -5,10 +5,11 @@ awaitable that completes once the batch's effects are durable, and hears of assi
 revocations. Everything else is here, once:
 
 - fetch: ``getmany`` with the service's ``fetch_min_bytes`` / ``fetch_max_wait_ms`` (the
-  broker-side batching window) while records flow; once a poll comes back empty the reader
-  asks for any byte with a long wait instead (``idle_fetch_max_wait_ms``), so an idle log
-  costs a fetch every half second rather than one every few milliseconds, and the first record
-  after the quiet is fetched at once; a fetch error is retried with backoff (``healthy`` is
+  broker-side batching window) while records flow, and ``busy_fetch_max_wait_ms`` once they
+  flow faster than ``busy_records_per_s``; once a poll comes back empty the reader asks for
+  any byte with a long wait instead (``idle_fetch_max_wait_ms``), so an idle log costs a
+  fetch every half second rather than one every few milliseconds, and the first record after
+  the quiet is fetched at once (``domain.fetch_window``); a fetch error is retried with backoff (``healthy`` is
   false meanwhile), never fatal;
 - offsets: ``domain.offsets.OffsetLedger`` decides what may be committed (what landed, only
   assigned partitions, never backwards, never past the handler's ``commit_floor``);
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -42,6 +44,7 @@ from prometheus_client import CollectorRegistry, Counter
 from adapters.dead_letters import DeadLetter, DeadLetterWriter
 from adapters.kafka_clients import group_consumer
 from adapters.settings import KafkaSettings
+from domain.fetch_window import FetchWindow, Window
 from domain.offsets import Lease, OffsetLedger
 
 log = structlog.get_logger(__name__)
@@ -156,6 +159,9 @@ class ReaderOptions:
     fetch_max_wait_ms: int = 100
     # While idle: fetch as soon as any byte arrives, else answer after this long.
     idle_fetch_max_wait_ms: int = 500
+    # While records arrive faster than busy_records_per_s (0: never), this window instead.
+    busy_fetch_max_wait_ms: int = 100
+    busy_records_per_s: float = 0.0
     poll_timeout_ms: int = 100
     max_records: int = 2000
     commit_interval_s: float = 1.0
@@ -204,7 +210,8 @@ class GroupReader:
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self.healthy = True
-        self.idle = False
+        self.window = Window.FLOWING
+        self._pace = FetchWindow(busy_records_per_s=options.busy_records_per_s)
         self.failure: BaseException | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -303,28 +310,35 @@ class GroupReader:
                 self._settled.notify_all()  # a drain waiting for its batches: they never land
             raise
 
-    def _set_idle(self, idle: bool) -> None:
-        """Switch the fetch window: the service's batching window while records flow, a long
-        poll that answers on the first byte while the log is quiet.
+    @property
+    def idle(self) -> bool:
+        return self.window is Window.IDLE
+
+    def _set_window(self, window: Window) -> None:
+        """Ask for ``window`` from the next fetch on (``domain.fetch_window`` says which).
 
         aiokafka reads these two settings each time it builds a fetch request but offers no
         public setter; they are plain attributes of its fetcher in the pinned 0.14.0, and a
-        version without them keeps the configured window (the idle saving is lost, nothing
-        else).
+        version without them keeps the configured window (the idle and busy savings are
+        lost, nothing else).
         """
-        if idle == self.idle:
+        if window is self.window:
             return
         fetcher = getattr(self.consumer, "_fetcher", None)
         if fetcher is None or not hasattr(fetcher, "_fetch_max_wait_ms"):
             return
         options = self._options
-        if idle:
+        if window is Window.IDLE:
             fetcher._fetch_min_bytes = 1
             fetcher._fetch_max_wait_ms = options.idle_fetch_max_wait_ms
         else:
             fetcher._fetch_min_bytes = options.fetch_min_bytes
-            fetcher._fetch_max_wait_ms = options.fetch_max_wait_ms
-        self.idle = idle
+            fetcher._fetch_max_wait_ms = (
+                options.busy_fetch_max_wait_ms
+                if window is Window.BUSY
+                else options.fetch_max_wait_ms
+            )
+        self.window = window
 
     # -- loops ------------------------------------------------------------------------------
 
@@ -350,7 +364,8 @@ class GroupReader:
                 for tp, records in fetched.items()
                 if records and tp.topic == self._topic
             }
-            self._set_idle(not spans)
+            count = sum(len(rs) for tp, rs in fetched.items() if tp.topic == self._topic)
+            self._set_window(self._pace.observe(count, time.monotonic()))
             if not spans:
                 continue
             records = [r for tp, rs in fetched.items() if tp.topic == self._topic for r in rs]

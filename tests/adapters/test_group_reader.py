@@ -3,6 +3,7 @@ the consumer is a stand-in; the services' tests run the reader against the real 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 import pytest
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter
 from adapters.group_reader import Batch, GroupReader, ReaderMetrics, ReaderOptions
 from adapters.kafka_clients import durable_producer
 from adapters.settings import CommonSettings, KafkaSettings
+from domain.fetch_window import Window
 from tests.conftest import scaled, unique
 from tests.waiting import eventually
 
@@ -120,6 +122,47 @@ async def test_a_quiet_log_is_long_polled_and_the_first_record_after_it_still_ar
         assert sorted(int(v) for v in recorder.values) == list(range(50))
         # Back to the batching window while records flow; idle again once they stop.
         await eventually(lambda: reader.idle, within_s=scaled(10), what="idle again")
+    finally:
+        await producer.stop()
+        await reader.close()
+
+
+@pytest.mark.integration
+async def test_a_fast_log_is_fetched_with_the_busy_window_and_a_slow_one_is_not(
+    settings: CommonSettings,
+) -> None:
+    options = ReaderOptions(
+        name="t",
+        group_id=unique("g"),
+        client_id=unique("c"),
+        fetch_min_bytes=16_384,
+        fetch_max_wait_ms=5,
+        busy_fetch_max_wait_ms=25,
+        busy_records_per_s=300,
+    )
+    recorder = Recorder()
+    reader = GroupReader(settings.kafka, options, recorder, metrics(CollectorRegistry()))
+    await reader.start()
+    producer = durable_producer(settings.kafka, client_id=unique("p"))
+    await producer.start()
+    fetcher = reader.consumer._fetcher
+    windows: set[Window] = set()
+
+    async def send(records_per_s: int, seconds: float) -> None:
+        for _ in range(int(seconds * 20)):
+            for n in range(records_per_s // 20):
+                await producer.send(settings.kafka.events_topic, b"%d" % n, partition=n % 4)
+            windows.add(reader.window)
+            await asyncio.sleep(0.05)
+
+    try:
+        await eventually(lambda: reader.idle, within_s=scaled(30), what="idle after a quiet poll")
+        await send(100, 3.0)
+        assert Window.BUSY not in windows and Window.FLOWING in windows
+        await send(1000, 4.0)
+        assert reader.window is Window.BUSY
+        assert (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms) == (16_384, 25)
+        await eventually(lambda: reader.idle, within_s=scaled(10), what="idle once they stop")
     finally:
         await producer.stop()
         await reader.close()
