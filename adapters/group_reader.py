@@ -9,7 +9,7 @@ revocations. Everything else is here, once:
   flow faster than ``busy_records_per_s``; once a poll comes back empty the reader asks for
   any byte with a long wait instead (``idle_fetch_max_wait_ms``), so an idle log costs a
   fetch every half second rather than one every few milliseconds, and the first record after
-  the quiet is fetched at once (``domain.fetch_window``); a fetch error is retried with backoff (``healthy`` is
+  the quiet is fetched at once (``domain.pace``); a fetch error is retried with backoff (``healthy`` is
   false meanwhile), never fatal;
 - offsets: ``domain.offsets.OffsetLedger`` decides what may be committed (what landed, only
   assigned partitions, never backwards, never past the handler's ``commit_floor``);
@@ -44,8 +44,8 @@ from prometheus_client import CollectorRegistry, Counter
 from adapters.dead_letters import DeadLetter, DeadLetterWriter
 from adapters.kafka_clients import group_consumer
 from adapters.settings import KafkaSettings
-from domain.fetch_window import FetchWindow, Window
 from domain.offsets import Lease, OffsetLedger
+from domain.pace import FetchWindow, Window
 
 log = structlog.get_logger(__name__)
 
@@ -315,7 +315,7 @@ class GroupReader:
         return self.window is Window.IDLE
 
     def _set_window(self, window: Window) -> None:
-        """Ask for ``window`` from the next fetch on (``domain.fetch_window`` says which).
+        """Ask for ``window`` from the next fetch on (``domain.pace`` says which).
 
         aiokafka reads these two settings each time it builds a fetch request but offers no
         public setter; they are plain attributes of its fetcher in the pinned 0.14.0, and a

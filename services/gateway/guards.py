@@ -13,7 +13,9 @@ for while a batch is out wait for the next one, and each batch is a single pipel
 single connection: one round trip, in arrival order, so two copies of one id in a batch
 still meet as first and resend.
 
-A batch waits up to ``claim_window_ms`` for company. With one batch per round trip, a
+A batch waits up to ``claim_window_ms`` for company while this gateway checks more than
+``claim_window_above_per_s`` ids a second (below that a window would seldom find company and
+only add its wait). With one batch per round trip, a
 gateway that keeps up sent a pipeline of one or two claims per frame, and the frames each
 cleared reached the producer alone, each its own produce request: at 2,000 updates/s a
 third of a gateway's CPU was socket writes to Redis and Kafka (docs/benchmarks.md). The
@@ -23,6 +25,7 @@ frames a batch clears wake in one loop turn, so they share a produce request too
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -33,6 +36,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from adapters.settings import RedisSettings
 from adapters.tokens import Identity, StudentIdentity
+from domain.pace import BusyMeter
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.settings import GatewayOptions
 
@@ -104,6 +108,8 @@ class Guards:
         self._count_connect = client.register_script(_COUNT_CONNECT)
         self._skip_until = 0.0
         self._window_s = options.claim_window_ms / 1000
+        self._window_above = options.claim_window_above_per_s
+        self._busy = BusyMeter(busy_per_s=self._window_above)
         self._oldest_at = 0.0
         self._claims: list[_Claim] = []
         self._claimer: asyncio.Task[None] | None = None
@@ -113,9 +119,11 @@ class Guards:
         if self._skipping("id"):
             return IdClaim.UNCHECKED
         loop = asyncio.get_running_loop()
+        now = loop.time()
         answer: asyncio.Future[IdClaim] = loop.create_future()
+        busy = self._busy.observe(1, now) if self._window_above else True
         if not self._claims:
-            self._oldest_at = loop.time()
+            self._oldest_at = now if busy else -math.inf
         self._claims.append(_Claim(scope, frame_id, fingerprint, answer))
         if self._claimer is None:
             self._claimer = asyncio.create_task(self._send_claims())

@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
 from schemas.events import ExamEvent, encode_event, log_key
-from schemas.presence import GatewayHeartbeat, heartbeat_partition
+from schemas.presence import GatewayHeartbeat, gateway_key, heartbeat_partition
 from services.gateway.errors import Unavailable
 from services.gateway.limits import LogHealth
 from services.gateway.settings import GatewaySettings
@@ -120,7 +120,7 @@ class Publisher:
         """One record per interval to each heartbeat partition: this gateway is alive, and
         these students of the partition beat (each partition's notifier judges its own)."""
         partitions = self._kafka.heartbeats_partitions
-        key = f"gw/{self._gateway.slot}".encode()
+        key = gateway_key(self._gateway.slot)
         while True:
             beats, self._beats = self._beats, {}
             shares: list[dict[str, int]] = [{} for _ in range(partitions)]

@@ -149,6 +149,14 @@ class GatewayOptions(BaseModel):
             " latency (0: one batch per round trip)"
         ),
     )
+    claim_window_above_per_s: float = Field(
+        default=500.0,
+        ge=0,
+        description=(
+            "claim_window_ms applies only while this gateway checks more ids a second than"
+            " this (judged per second, back below 3/4 of it); 0: always"
+        ),
+    )
     guard_retry_s: float = Field(
         default=5.0,
         ge=0,

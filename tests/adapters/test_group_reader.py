@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter
 from adapters.group_reader import Batch, GroupReader, ReaderMetrics, ReaderOptions
 from adapters.kafka_clients import durable_producer
 from adapters.settings import CommonSettings, KafkaSettings
-from domain.fetch_window import Window
+from domain.pace import Window
 from tests.conftest import scaled, unique
 from tests.waiting import eventually
 

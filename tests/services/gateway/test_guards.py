@@ -10,9 +10,10 @@ from prometheus_client import CollectorRegistry
 from redis import asyncio as aioredis
 
 from adapters.settings import CommonSettings, RedisSettings
-from services.gateway.guards import Guards, IdClaim
+from services.gateway.guards import Guards, IdClaim, _Claim
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.settings import GatewayOptions
+from tests.conftest import unique
 
 pytestmark = pytest.mark.integration
 
@@ -96,3 +97,31 @@ async def test_a_dead_redis_leaves_frames_unchecked_and_is_skipped_a_while() -> 
     finally:
         await guard.close()
         await client.aclose()
+
+
+class CountingGuards(Guards):
+    """Records the size of every pipeline it sends."""
+
+    batches: list[int]
+
+    async def _pipeline(self, batch: list[_Claim]) -> list[object]:
+        self.batches = [*getattr(self, "batches", []), len(batch)]
+        return await super()._pipeline(batch)
+
+
+@pytest.mark.parametrize(("above_per_s", "batches"), [(0.0, [3]), (1000.0, [1, 1, 1])])
+async def test_claims_wait_for_company_only_while_the_gateway_is_busy(
+    small_pool: aioredis.Redis, settings: CommonSettings, above_per_s: float, batches: list[int]
+) -> None:
+    # 0: the window always applies; 1,000/s: three claims a second never open it.
+    options = GatewayOptions(claim_window_ms=50, claim_window_above_per_s=above_per_s)
+    guard = CountingGuards(small_pool, settings.redis, options, GatewayMetrics(CollectorRegistry()))
+    claims = []
+    try:
+        for n in range(3):
+            claims.append(asyncio.ensure_future(guard.claim_id("att-w", unique(f"f{n}"), "c")))
+            await asyncio.sleep(0.015)
+        assert await asyncio.gather(*claims) == [IdClaim.NEW] * 3
+        assert guard.batches == batches
+    finally:
+        await guard.close()

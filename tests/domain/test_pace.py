@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from domain.fetch_window import FetchWindow, Window
+from domain.pace import BusyMeter, FetchWindow, Window
 
 
 def _feed(
@@ -51,3 +51,13 @@ def test_zero_never_leaves_the_flowing_window() -> None:
     pace = FetchWindow(busy_records_per_s=0)
 
     assert _feed(pace, per_fetch=100, every_s=0.01, until_s=3.0, start=0.0) is Window.FLOWING
+
+
+def test_the_busy_meter_judges_whole_intervals_with_hysteresis() -> None:
+    meter = BusyMeter(busy_per_s=500)
+
+    assert not any(meter.observe(1, n / 400) for n in range(800))  # 400/s for 2 s
+    assert [meter.observe(1, 2 + n / 600) for n in range(1, 1201)][-1]  # 600/s: busy
+    assert [meter.observe(1, 4 + n / 450) for n in range(1, 901)][-1]  # 450/s: still busy
+    assert not [meter.observe(1, 6 + n / 300) for n in range(1, 601)][-1]  # 300/s: calm
+    assert not BusyMeter(busy_per_s=0).observe(10_000, 1.0)
