@@ -9,8 +9,8 @@ revocations. Everything else is here, once:
   flow faster than ``busy_records_per_s``; once a poll comes back empty the reader asks for
   any byte with a long wait instead (``idle_fetch_max_wait_ms``), so an idle log costs a
   fetch every half second rather than one every few milliseconds, and the first record after
-  the quiet is fetched at once (``domain.pace``); a fetch error is retried with backoff (``healthy`` is
-  false meanwhile), never fatal;
+  the quiet is fetched at once (``domain.pace``); a fetch error is retried with backoff
+  (``healthy`` is false meanwhile), never fatal;
 - offsets: ``domain.offsets.OffsetLedger`` decides what may be committed (what landed, only
   assigned partitions, never backwards, never past the handler's ``commit_floor``);
 - commits every ``commit_interval_s`` (and on ``commit()``), on revocation and at close; a
