@@ -18,6 +18,7 @@ in order tells a silent gateway from a stalled log.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -144,6 +145,18 @@ def heartbeat_partition(attempt: str, partitions: int) -> int:
     judges the attempt (one notifier per partition at most; docs/architecture.md). Stable
     across processes and restarts, unlike ``hash()``."""
     return zlib.crc32(attempt.encode()) % partitions if partitions > 1 else 0
+
+
+def split_beats(beats: Mapping[str, int], partitions: int) -> list[dict[str, int]]:
+    """A gateway's beats (attempt -> last beat ms) as one share per heartbeat partition.
+
+    Every partition gets its share, an empty one included: a gateway's silence on a
+    partition must mean the gateway is gone, not that it had no students there.
+    """
+    shares: list[dict[str, int]] = [{} for _ in range(partitions)]
+    for attempt, at in beats.items():
+        shares[heartbeat_partition(attempt, partitions)][attempt] = at
+    return shares
 
 
 def decode_presence(raw: bytes) -> PresenceRecord:

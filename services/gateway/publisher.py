@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
 from schemas.events import ExamEvent, encode_event, log_key
-from schemas.presence import GatewayHeartbeat, gateway_key, heartbeat_partition
+from schemas.presence import GatewayHeartbeat, gateway_key, split_beats
 from services.gateway.errors import Unavailable
 from services.gateway.limits import LogHealth
 from services.gateway.settings import GatewaySettings
@@ -123,9 +123,7 @@ class Publisher:
         key = gateway_key(self._gateway.slot)
         while True:
             beats, self._beats = self._beats, {}
-            shares: list[dict[str, int]] = [{} for _ in range(partitions)]
-            for attempt, at in beats.items():
-                shares[heartbeat_partition(attempt, partitions)][attempt] = at
+            shares = split_beats(beats, partitions)
             ts = now_ms()
             try:
                 async with asyncio.timeout(self._gateway.produce_timeout_s):

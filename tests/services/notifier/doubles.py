@@ -31,7 +31,7 @@ from schemas.presence import (
     StudentDisconnection,
     connection_key,
     gateway_key,
-    heartbeat_partition,
+    split_beats,
 )
 
 
@@ -108,18 +108,14 @@ class GatewayDouble:
             beats, self.pending = self.pending, {}
             self.last_batch_ms = now_ms()
             # As a gateway does: every partition gets its share, an empty one included.
-            partitions = self.kafka.heartbeats_partitions
-            for partition in range(partitions):
+            shares = split_beats(beats, self.kafka.heartbeats_partitions)
+            for partition, students in enumerate(shares):
                 record = GatewayHeartbeat(
                     slot=self.slot,
                     instance=self.instance,
                     ts=self.last_batch_ms,
                     connections=len(self.students),
-                    students={
-                        attempt: at
-                        for attempt, at in beats.items()
-                        if heartbeat_partition(attempt, partitions) == partition
-                    },
+                    students=students,
                 )
                 await self.producer.send(
                     self.kafka.heartbeats_topic,
