@@ -6,8 +6,9 @@ revocations. Everything else is here, once:
 
 - fetch: ``getmany`` with the service's ``fetch_min_bytes`` / ``fetch_max_wait_ms`` (the
   broker-side batching window) while records flow, and ``busy_fetch_max_wait_ms`` once they
-  flow faster than ``busy_records_per_s``; once a poll comes back empty the reader asks for
-  any byte with a long wait instead (``idle_fetch_max_wait_ms``), so an idle log costs a
+  flow faster than ``busy_records_per_s``; once a poll comes back empty, or while records
+  trickle in slower than ``calm_records_per_s``, the reader asks for any byte with a long
+  wait instead (``idle_fetch_max_wait_ms``), so an idle log costs a
   fetch every half second rather than one every few milliseconds, and the first record after
   the quiet is fetched at once (``domain.pace``); a fetch error is retried with backoff
   (``healthy`` is false meanwhile), never fatal;
@@ -162,6 +163,8 @@ class ReaderOptions:
     # While records arrive faster than busy_records_per_s (0: never), this window instead.
     busy_fetch_max_wait_ms: int = 100
     busy_records_per_s: float = 0.0
+    # While records arrive slower than this (0: never), the idle window: eager, any byte.
+    calm_records_per_s: float = 0.0
     poll_timeout_ms: int = 100
     max_records: int = 2000
     commit_interval_s: float = 1.0
@@ -211,7 +214,10 @@ class GroupReader:
         self._closed = False
         self.healthy = True
         self.window = Window.FLOWING
-        self._pace = FetchWindow(busy_records_per_s=options.busy_records_per_s)
+        self._pace = FetchWindow(
+            busy_records_per_s=options.busy_records_per_s,
+            calm_records_per_s=options.calm_records_per_s,
+        )
         self.failure: BaseException | None = None
 
     # -- lifecycle --------------------------------------------------------------------------

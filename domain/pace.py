@@ -5,16 +5,17 @@ records come fast enough to fill it, pure latency when they do not. ``BusyMeter`
 two apart: a rate counted over whole intervals, with hysteresis, so a window does not flap
 at the threshold.
 
-Which batching window a log reader asks the broker for, from what its fetches returned.
-
-Three windows: *idle* (the last fetch was empty: any byte, long wait, so a quiet log costs a
-fetch every half second and the first record after the quiet is fetched at once), *flowing*
-(the service's window, short, so a record waits little) and *busy* (a longer window once
-records arrive faster than a threshold). Every fetch costs the same round trip, broker work
-and loop wake-ups whatever it carries, and at a high rate a longer window fills with more
-records for the same wait: at 2,000 events/s the router's 5 ms window carried ~10 events,
-10 ms carries ~20 and took a sixth off the CPU of the whole system (docs/benchmarks.md),
-while at 200 events/s it would only add latency.
+Which batching window a log reader asks the broker for, from what its fetches returned:
+*idle* (any byte, long wait: the broker answers the first record at once) while the last
+fetch was empty or records trickle in slower than ``calm_records_per_s``, *flowing* (the
+service's window, short) above that, and *busy* (a longer window) above
+``busy_records_per_s``. Every fetch costs the same round trip, broker work and loop
+wake-ups whatever it carries. A window of w seconds makes 1/w fetches a second, an eager
+fetch one per record (or per burst): below 1/w records a second the window saves no fetch
+and only delays each record, above it the window pays. At 2,000 events/s the router's 5 ms
+window carried ~10 events, 10 ms carries ~20 and took a sixth off the CPU of the whole
+system (docs/benchmarks.md); at 200 events/s 5 ms carried one, as an eager fetch does, but
+late.
 """
 
 from __future__ import annotations
@@ -61,16 +62,26 @@ class BusyMeter:
 
 class FetchWindow:
     def __init__(
-        self, *, busy_records_per_s: float, interval_s: float = 1.0, hysteresis: float = 0.75
+        self,
+        *,
+        busy_records_per_s: float,
+        calm_records_per_s: float = 0.0,
+        interval_s: float = 1.0,
+        hysteresis: float = 0.75,
     ) -> None:
-        """``busy_records_per_s`` 0 never leaves the flowing window for the busy one."""
-        self._meter = BusyMeter(
+        """``busy_records_per_s`` 0: never busy; ``calm_records_per_s`` 0: never calm."""
+        self._busy = BusyMeter(
             busy_per_s=busy_records_per_s, interval_s=interval_s, hysteresis=hysteresis
         )
+        self._brisk = BusyMeter(
+            busy_per_s=calm_records_per_s, interval_s=interval_s, hysteresis=hysteresis
+        )
+        self._calm_too = calm_records_per_s > 0
 
     def observe(self, records: int, now: float) -> Window:
         """The window for the next fetch, after one that returned ``records`` at ``now``."""
-        busy = self._meter.observe(records, now)
-        if records == 0:
+        busy = self._busy.observe(records, now)
+        brisk = self._brisk.observe(records, now) or not self._calm_too
+        if records == 0 or not brisk:
             return Window.IDLE
         return Window.BUSY if busy else Window.FLOWING

@@ -90,6 +90,7 @@ class PlainLogEngine:
                 fetch_max_wait_ms=opts.fetch_max_wait_ms,
                 busy_fetch_max_wait_ms=opts.busy_fetch_max_wait_ms,
                 busy_records_per_s=opts.busy_events_per_s,
+                calm_records_per_s=opts.calm_events_per_s,
                 poll_timeout_ms=_POLL_MS,
                 max_records=opts.batch_max_events,
                 commit_interval_s=opts.commit_interval_s,

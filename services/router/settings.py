@@ -71,6 +71,16 @@ class RouterOptions(BaseModel):
             " busy_fetch_max_wait_ms; below 3/4 of it fetch_max_wait_ms again (0: never)"
         ),
     )
+    calm_events_per_s: float = Field(
+        default=300.0,
+        ge=0,
+        description=(
+            "aiokafka engine: while events arrive slower than this (per router, over whole"
+            " seconds; the window opens at this rate and closes below 3/4 of it) fetches answer"
+            " on the first event: a 5 ms window saves no fetch below 200 events/s, it only"
+            " delays them (0: always the window)"
+        ),
+    )
     batch_max_events: int = Field(
         default=1000, ge=1, description="most log events routed as one batch"
     )

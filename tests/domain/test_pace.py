@@ -61,3 +61,14 @@ def test_the_busy_meter_judges_whole_intervals_with_hysteresis() -> None:
     assert [meter.observe(1, 4 + n / 450) for n in range(1, 901)][-1]  # 450/s: still busy
     assert not [meter.observe(1, 6 + n / 300) for n in range(1, 601)][-1]  # 300/s: calm
     assert not BusyMeter(busy_per_s=0).observe(10_000, 1.0)
+
+
+def test_records_that_trickle_in_are_fetched_eagerly_and_a_window_opens_above_the_calm_rate() -> (
+    None
+):
+    pace = FetchWindow(busy_records_per_s=1000, calm_records_per_s=300)
+
+    assert pace.observe(1, 0.0) is Window.IDLE  # no whole interval yet: eager
+    assert _feed(pace, per_fetch=1, every_s=0.005, until_s=2.0, start=0.0) is Window.IDLE
+    assert _feed(pace, per_fetch=5, every_s=0.01, until_s=4.0, start=2.0) is Window.FLOWING
+    assert _feed(pace, per_fetch=2, every_s=0.01, until_s=6.0, start=4.0) is Window.IDLE
