@@ -4,10 +4,12 @@ the consumer is a stand-in; the services' tests run the reader against the real 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from prometheus_client import CollectorRegistry, Counter
 
@@ -90,19 +92,17 @@ class Recorder(Handler):
         self.values.extend(record.value for record in batch.records)
 
 
-@pytest.mark.integration
-async def test_a_quiet_log_is_long_polled_and_the_first_record_after_it_still_arrives(
-    settings: CommonSettings,
-) -> None:
-    # The router's window: the broker holds a fetch for 16 KiB or 5 ms. Idle, that is an
-    # empty answer every 5 ms; the reader asks for any byte with a 500 ms wait instead.
+@contextlib.asynccontextmanager
+async def reading(
+    settings: CommonSettings, **window: Any
+) -> AsyncIterator[tuple[GroupReader, Recorder, AIOKafkaProducer]]:
+    """A reader with the router's window (16 KiB or 5 ms) unless told otherwise, started and
+    settled into its idle long poll, and a producer to feed it."""
     options = ReaderOptions(
         name="t",
         group_id=unique("g"),
         client_id=unique("c"),
-        fetch_min_bytes=16_384,
-        fetch_max_wait_ms=5,
-        idle_fetch_max_wait_ms=500,
+        **{"fetch_min_bytes": 16_384, "fetch_max_wait_ms": 5, **window},
     )
     recorder = Recorder()
     reader = GroupReader(settings.kafka, options, recorder, metrics(CollectorRegistry()))
@@ -111,6 +111,19 @@ async def test_a_quiet_log_is_long_polled_and_the_first_record_after_it_still_ar
     await producer.start()
     try:
         await eventually(lambda: reader.idle, within_s=scaled(30), what="idle after a quiet poll")
+        yield reader, recorder, producer
+    finally:
+        await producer.stop()
+        await reader.close()
+
+
+@pytest.mark.integration
+async def test_a_quiet_log_is_long_polled_and_the_first_record_after_it_still_arrives(
+    settings: CommonSettings,
+) -> None:
+    # Idle, the router's window is an empty answer every 5 ms; the reader asks for any byte
+    # with a 500 ms wait instead.
+    async with reading(settings, idle_fetch_max_wait_ms=500) as (reader, recorder, producer):
         fetcher = reader.consumer._fetcher
         assert (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms) == (1, 500)
         for n in range(50):
@@ -122,47 +135,30 @@ async def test_a_quiet_log_is_long_polled_and_the_first_record_after_it_still_ar
         assert sorted(int(v) for v in recorder.values) == list(range(50))
         # Back to the batching window while records flow; idle again once they stop.
         await eventually(lambda: reader.idle, within_s=scaled(10), what="idle again")
-    finally:
-        await producer.stop()
-        await reader.close()
 
 
 @pytest.mark.integration
-async def test_a_fast_log_is_fetched_with_the_busy_window_and_a_slow_one_is_not(
+async def test_the_window_follows_the_rate_eager_then_flowing_then_busy(
     settings: CommonSettings,
 ) -> None:
-    options = ReaderOptions(
-        name="t",
-        group_id=unique("g"),
-        client_id=unique("c"),
-        fetch_min_bytes=16_384,
-        fetch_max_wait_ms=5,
-        busy_fetch_max_wait_ms=25,
-        busy_records_per_s=300,
-    )
-    recorder = Recorder()
-    reader = GroupReader(settings.kafka, options, recorder, metrics(CollectorRegistry()))
-    await reader.start()
-    producer = durable_producer(settings.kafka, client_id=unique("p"))
-    await producer.start()
-    fetcher = reader.consumer._fetcher
-    windows: set[Window] = set()
+    window = {"busy_fetch_max_wait_ms": 25, "busy_records_per_s": 600, "calm_records_per_s": 150}
+    async with reading(settings, **window) as (reader, _, producer):
+        fetcher = reader.consumer._fetcher
+        seen: set[Window] = set()
 
-    async def send(records_per_s: int, seconds: float) -> None:
-        for _ in range(int(seconds * 20)):
-            for n in range(records_per_s // 20):
-                await producer.send(settings.kafka.events_topic, b"%d" % n, partition=n % 4)
-            windows.add(reader.window)
-            await asyncio.sleep(0.05)
+        async def send(records_per_s: int, seconds: float) -> None:
+            seen.clear()
+            for _ in range(int(seconds * 20)):
+                for n in range(records_per_s // 20):
+                    await producer.send(settings.kafka.events_topic, b"%d" % n, partition=n % 4)
+                seen.add(reader.window)
+                await asyncio.sleep(0.05)
 
-    try:
-        await eventually(lambda: reader.idle, within_s=scaled(30), what="idle after a quiet poll")
-        await send(100, 3.0)
-        assert Window.BUSY not in windows and Window.FLOWING in windows
-        await send(1000, 4.0)
+        await send(40, 3.0)  # trickling: every fetch answers on the first byte
+        assert seen == {Window.IDLE}
+        await send(300, 3.0)
+        assert Window.FLOWING in seen and Window.BUSY not in seen
+        await send(1000, 3.0)
         assert reader.window is Window.BUSY
         assert (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms) == (16_384, 25)
         await eventually(lambda: reader.idle, within_s=scaled(10), what="idle once they stop")
-    finally:
-        await producer.stop()
-        await reader.close()
