@@ -335,7 +335,9 @@ class DynamoStatusStore:
                 ]
             for write, outcome in zip(round_, done, strict=True):
                 outcomes[write.index] = outcome
-        return [outcome for outcome in outcomes if outcome is not None]
+        decided = [outcome for outcome in outcomes if outcome is not None]
+        assert len(decided) == len(views), "every view is rejected up front or written in a round"
+        return decided
 
     def _put_request(self, view: StudentView) -> dict[str, Any]:
         return {

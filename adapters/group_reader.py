@@ -365,16 +365,12 @@ class GroupReader:
                 continue
             self.healthy = True
             delay = options.retry_initial_s
-            spans = {
-                tp.partition: (records[0].offset, records[-1].offset)
-                for tp, records in fetched.items()
-                if records and tp.topic == self._topic
-            }
-            count = sum(len(rs) for tp, rs in fetched.items() if tp.topic == self._topic)
-            self._set_window(self._pace.observe(count, time.monotonic()))
-            if not spans:
+            ours = [rs for tp, rs in fetched.items() if rs and tp.topic == self._topic]
+            records = [record for rs in ours for record in rs]
+            self._set_window(self._pace.observe(len(records), time.monotonic()))
+            if not records:
                 continue
-            records = [r for tp, rs in fetched.items() if tp.topic == self._topic for r in rs]
+            spans = {rs[0].partition: (rs[0].offset, rs[-1].offset) for rs in ours}
             # Synchronous from getmany to here: the lease carries the revocation number of
             # the moment the records were fetched.
             lease = self.ledger.take(spans)

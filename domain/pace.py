@@ -29,35 +29,58 @@ class Window(Enum):
     BUSY = "busy"
 
 
+class _Rate:
+    """Events per second, counted over whole intervals."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._started: float | None = None
+        self._count = 0
+
+    def observe(self, count: int, now: float) -> float | None:
+        """Count ``count`` events at ``now``; the rate when this closes an interval, else None."""
+        if self._started is None:
+            self._started = now
+        self._count += count
+        elapsed = now - self._started
+        if elapsed < self._interval_s:
+            return None
+        rate = self._count / elapsed
+        self._started, self._count = now, 0
+        return rate
+
+
+class _Threshold:
+    """Above ``at`` once a rate reaches it, until one falls below ``at * hysteresis``."""
+
+    def __init__(self, at: float, hysteresis: float) -> None:
+        self._at = at
+        self._below = at * hysteresis
+        self.above = False
+
+    def judge(self, rate: float | None) -> bool:
+        if rate is not None:
+            if rate >= self._at:
+                self.above = True
+            elif rate < self._below:
+                self.above = False
+        return self.above
+
+
 class BusyMeter:
     """Whether events come at least ``busy_per_s`` (0: never busy)."""
 
     def __init__(
         self, *, busy_per_s: float, interval_s: float = 1.0, hysteresis: float = 0.75
     ) -> None:
-        self._busy_at = busy_per_s
-        self._calm_below = busy_per_s * hysteresis
-        self._interval_s = interval_s
-        self._started: float | None = None
-        self._count = 0
-        self.busy = False
+        self._rate = _Rate(interval_s) if busy_per_s > 0 else None
+        self._busy = _Threshold(busy_per_s, hysteresis)
 
     def observe(self, count: int, now: float) -> bool:
         """Count ``count`` events at ``now``; busy as judged at the last whole interval."""
-        if self._busy_at <= 0:
+        if self._rate is None:
             return False
-        if self._started is None:
-            self._started = now
-        self._count += count
-        elapsed = now - self._started
-        if elapsed >= self._interval_s:
-            rate = self._count / elapsed
-            if rate >= self._busy_at:
-                self.busy = True
-            elif rate < self._calm_below:
-                self.busy = False
-            self._started, self._count = now, 0
-        return self.busy
+        return self._busy.judge(self._rate.observe(count, now))
 
 
 class FetchWindow:
@@ -70,18 +93,15 @@ class FetchWindow:
         hysteresis: float = 0.75,
     ) -> None:
         """``busy_records_per_s`` 0: never busy; ``calm_records_per_s`` 0: never calm."""
-        self._busy = BusyMeter(
-            busy_per_s=busy_records_per_s, interval_s=interval_s, hysteresis=hysteresis
-        )
-        self._brisk = BusyMeter(
-            busy_per_s=calm_records_per_s, interval_s=interval_s, hysteresis=hysteresis
-        )
-        self._calm_too = calm_records_per_s > 0
+        self._rate = _Rate(interval_s)
+        self._busy = _Threshold(busy_records_per_s, hysteresis) if busy_records_per_s > 0 else None
+        self._brisk = _Threshold(calm_records_per_s, hysteresis) if calm_records_per_s > 0 else None
 
     def observe(self, records: int, now: float) -> Window:
         """The window for the next fetch, after one that returned ``records`` at ``now``."""
-        busy = self._busy.observe(records, now)
-        brisk = self._brisk.observe(records, now) or not self._calm_too
+        rate = self._rate.observe(records, now)
+        busy = self._busy is not None and self._busy.judge(rate)
+        brisk = self._brisk is None or self._brisk.judge(rate)
         if records == 0 or not brisk:
             return Window.IDLE
         return Window.BUSY if busy else Window.FLOWING
