@@ -1,43 +1,119 @@
 """Python's garbage collector, tuned for long-running asyncio services.
 
-With the default gen0 threshold (700 allocations) a busy gateway runs a young collection
-every millisecond or so; objects that live a few milliseconds (a frame waiting for its Kafka
-ack, a queued delivery) survive two of them and land in the oldest generation, which then
-grows by a quarter every few seconds and triggers a full collection. With 5,000 connections
-in one process a full collection walks millions of objects and stops the event loop for
-hundreds of milliseconds: in exam-peak runs every such pause showed as a latency spike of
-0.5-2 s. A larger gen0 threshold lets those objects die young; ``gc.freeze`` moves what
-start-up created (modules, settings, schemas) out of every later collection.
+CPython 3.11 starts a young collection when the tracked objects allocated exceed those
+freed by ``gen0_threshold``. A gateway holding 5,000 connections replaces a few dozen objects
+of each connection with every frame (the reader's waiter, the message, the student's view):
+about as many frees as allocations, so the count crept up slowly and every young
+collection found everything replaced since the previous one still alive. With the earlier
+threshold of 50,000 (raised from 700 so that short-lived objects died young) that was
+50-130 ms every 5 s, the gen1 collection after ten of them walked 370,000 objects (440 ms),
+and full collections walked everything (docs/benchmarks.md, "Fourth round").
+
+With ``freeze_survivors`` whatever survives a collection is frozen at once (``gc.freeze``),
+so no collection walks it again: a young collection walks only what was allocated since the
+previous one, and gen1 and gen2 stay empty, so they cost nothing either. Python's own
+threshold of 700 then keeps each young collection to a millisecond or two (measured at
+2,000 updates/s: 1,400 collections in 3 minutes, 3 above 25 ms, all at start-up).
+Short-lived cycles, such as an exception's traceback, still die young, and a frozen object
+is freed by its reference count like any other. Only a reference cycle that dies after
+being frozen waits: every ``sweep_interval_s`` a thread unfreezes everything, runs one full
+collection and freezes what is left (measured: tens of such objects a second).
+
+``gc.get_freeze_count`` walks the whole frozen list: it must not be called per collection.
 """
 
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+log = structlog.get_logger(__name__)
 
 PauseObserver = Callable[[int, float], None]  # (generation, seconds)
 
 
-def tune_gc(gen0_threshold: int, observe: PauseObserver | None = None) -> None:
-    """Freeze what exists now and raise the gen0 threshold (0 keeps Python's default)."""
-    gc.collect()
-    gc.freeze()
-    if gen0_threshold > 0:
-        _, gen1, gen2 = gc.get_threshold()
-        gc.set_threshold(gen0_threshold, gen1, gen2)
-    if observe is not None:
-        gc.callbacks.append(_pause_timer(observe))
+@dataclass(frozen=True, slots=True)
+class GcPolicy:
+    gen0_threshold: int = 700
+    freeze_survivors: bool = True
+    sweep_interval_s: float = 600.0
 
 
-def _pause_timer(observe: PauseObserver) -> Callable[[str, dict[str, int]], None]:
-    started = 0.0
+class GcTuning:
+    """What ``tune_gc`` installed: its callback and, with frozen survivors, the sweeper."""
 
-    def on_gc(phase: str, info: dict[str, int]) -> None:
-        nonlocal started
+    def __init__(self, policy: GcPolicy, observe: PauseObserver | None) -> None:
+        self._policy = policy
+        self._observe = observe
+        self._sweeping = False
+        self._started = 0.0
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+
+    def install(self) -> None:
+        gc.collect()
+        gc.freeze()
+        if self._policy.gen0_threshold > 0:
+            _, gen1, gen2 = gc.get_threshold()
+            gc.set_threshold(self._policy.gen0_threshold, gen1, gen2)
+        if self._observe is not None or self._policy.freeze_survivors:
+            gc.callbacks.append(self._on_gc)
+        if self._policy.freeze_survivors and self._policy.sweep_interval_s > 0:
+            self._sweeper = threading.Thread(target=self._sweep_loop, name="gc-sweep", daemon=True)
+            self._sweeper.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join()
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+    def sweep(self) -> int:
+        """Unfreeze, collect everything, freeze the rest; the number of objects collected."""
+        started = time.perf_counter()
+        self._sweeping = True
+        try:
+            gc.unfreeze()
+            collected = gc.collect()
+            gc.freeze()
+        finally:
+            self._sweeping = False
+        log.info(
+            "gc_swept", collected=collected, pause_ms=round((time.perf_counter() - started) * 1000)
+        )
+        return collected
+
+    def _sweep_loop(self) -> None:
+        # A thread of its own, asleep but for the sweep: scheduling it on the event loop would
+        # need every service (and tool) to do so. It holds the GIL only while sweeping.
+        while not self._stop.wait(self._policy.sweep_interval_s):
+            self.sweep()
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            started = time.perf_counter()
-        else:
-            observe(info["generation"], time.perf_counter() - started)
+            self._started = time.perf_counter()
+            return
+        if self._policy.freeze_survivors and not self._sweeping:
+            # Survivors are in gen1 or gen2 now: out of every later collection.
+            gc.freeze()
+        if self._observe is not None:
+            self._observe(info["generation"], time.perf_counter() - self._started)
 
-    return on_gc
+
+def tune_gc(gen0_threshold: int | GcPolicy, observe: PauseObserver | None = None) -> GcTuning:
+    """Freeze what exists now and raise the gen0 threshold (0 keeps Python's default); with
+    a ``GcPolicy`` that freezes survivors, also freeze every collection's survivors."""
+    policy = (
+        gen0_threshold
+        if isinstance(gen0_threshold, GcPolicy)
+        else GcPolicy(gen0_threshold=gen0_threshold, freeze_survivors=False)
+    )
+    tuning = GcTuning(policy, observe)
+    tuning.install()
+    return tuning

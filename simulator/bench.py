@@ -30,7 +30,7 @@ import uvloop
 from rich.console import Console
 from rich.live import Live
 
-from adapters.gc_tuning import tune_gc
+from adapters.gc_tuning import GcPolicy, tune_gc
 from simulator import side_by_side
 from simulator.accounting import account, connect_summary, json_safe
 from simulator.launcher import Cluster
@@ -246,7 +246,7 @@ def main() -> None:
     args = parser().parse_args()
     # The parent hosts the proctors and keeps every receipt: a full collection over that
     # heap would pause their receive loops and be measured as delivery latency.
-    tune_gc(50_000)
+    tune_gc(GcPolicy())
     console = Console(stderr=True)
     if args.scenario == "side-by-side":  # writes its own JSON, PNG and tables
         side_by_side.main(args, console)

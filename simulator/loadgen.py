@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import uvloop
 
-from adapters.gc_tuning import tune_gc
+from adapters.gc_tuning import GcPolicy, tune_gc
 from adapters.tokens import ProctorIdentity, StudentIdentity, TokenCodec
 from simulator.accounting import ConnectResult, Receipt, per_second
 from simulator.clients import ProctorBot, StudentBot, client_session, wall_ms
@@ -107,7 +107,7 @@ def run_worker(plan: WorkerPlan) -> WorkerResult:
     base = plan.index * _FIELDS
     _counters[base] = os.getpid()
     # The instrument must not pause either: 5,000 clients per worker make a big heap.
-    tune_gc(50_000)
+    tune_gc(GcPolicy())
     return uvloop.run(_worker(plan, base))
 
 

@@ -41,7 +41,7 @@ from typing import Any
 import uvloop
 from rich.console import Console
 
-from adapters.gc_tuning import tune_gc
+from adapters.gc_tuning import GcPolicy, tune_gc
 from simulator.accounting import json_safe
 from simulator.resources import ResourceSampler, infra_pids
 from simulator.side_by_side import (
@@ -245,7 +245,7 @@ def summarise(out: Path) -> str:
     for name in PYTHON_SERVICES:
         path = out / f"{name}.txt"
         if path.exists():
-            profiles[name] = parse_collapsed(path.read_text().splitlines())
+            profiles[name] = parse_collapsed(path.read_text(errors="replace").splitlines())
     server = [*PYTHON_SERVICES, "kafka", "dynamodb", "redis"]
     for name in server:
         if name in cores:
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("summarise")
     s.add_argument("run", type=Path)
     args = top.parse_args(argv)
-    tune_gc(50_000)
+    tune_gc(GcPolicy())
     console = Console(stderr=True)
     if args.command == "load":
         uvloop.run(load(args, console))

@@ -52,7 +52,7 @@ import orjson
 import uvloop
 from rich.console import Console
 
-from adapters.gc_tuning import tune_gc
+from adapters.gc_tuning import GcPolicy, tune_gc
 from adapters.tokens import ProctorIdentity, StudentIdentity, TokenCodec
 from simulator.accounting import (
     ConnectResult,
@@ -296,7 +296,7 @@ def _init_worker(counters: Any) -> None:
 
 def run_worker(plan: WorkerPlan) -> WorkerResult:
     _counters[plan.index * _FIELDS] = os.getpid()
-    tune_gc(50_000)
+    tune_gc(GcPolicy())
     return uvloop.run(_worker(plan))
 
 

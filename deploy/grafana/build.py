@@ -270,8 +270,8 @@ def _service_charts(job: str) -> list[Chart]:
                     )
                 ],
                 unit="percentunit",
-                # A percentile would be a gap most of the time: with the raised gen0
-                # threshold (adapters/gc_tuning.py) collections are minutes apart.
+                # The share of time says what collections cost whatever their number: with
+                # frozen survivors (adapters/gc_tuning.py) they are frequent and short.
                 description="Share of time the gateway's event loop stood still in collections.",
             ),
         ]

@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ssl_context.load_cert_chain(options.tls_cert, options.tls_key)
     app = create_app(settings)
     pauses = app[METRICS].gc_pause_seconds
-    tune_gc(settings.gc_gen0_threshold, lambda gen, s: pauses.labels(str(gen)).observe(s))
+    tune_gc(settings.gc_policy(), lambda gen, s: pauses.labels(str(gen)).observe(s))
     web.run_app(
         app,
         host=options.host,

@@ -29,7 +29,7 @@ async def serve(settings: NotifierSettings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings = start_service(NotifierSettings, "notifier", __doc__ or "", argv)
-    tune_gc(settings.gc_gen0_threshold)
+    tune_gc(settings.gc_policy())
     try:
         uvloop.run(serve(settings))
     except NotifierError as exc:

@@ -56,7 +56,7 @@ def _quiet_faust(level: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings = start_service(RouterSettings, "router", __doc__ or "", argv)
-    tune_gc(settings.gc_gen0_threshold)
+    tune_gc(settings.gc_policy())
     _quiet_faust(settings.log_level)
     # A policy rather than uvloop.run: Faust's consumer runs its own loop in a thread, and
     # that loop should be uvloop too.

@@ -29,7 +29,7 @@ async def _run(settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings = start_service(Settings, "status", __doc__ or "", argv)
-    tune_gc(settings.gc_gen0_threshold)
+    tune_gc(settings.gc_policy())
     try:
         uvloop.run(_run(settings))
     except StartupFailed as exc:

@@ -3,39 +3,134 @@
 from __future__ import annotations
 
 import gc
+import threading
+import weakref
 from collections.abc import Iterator
 
 import pytest
 
-from adapters.gc_tuning import tune_gc
+from adapters.gc_tuning import GcPolicy, GcTuning, tune_gc
+from adapters.settings import CommonSettings
+
+
+class Node:
+    """A GC-tracked object that can sit in a reference cycle and be watched by weakref."""
+
+    def __init__(self) -> None:
+        self.other: Node | None = None
 
 
 @pytest.fixture
-def restored_gc() -> Iterator[None]:
+def restored_gc() -> Iterator[list[GcTuning]]:
     threshold, callbacks = gc.get_threshold(), list(gc.callbacks)
-    yield
+    installed: list[GcTuning] = []
+    yield installed
+    for tuning in installed:
+        tuning.close()
     gc.set_threshold(*threshold)
     gc.callbacks[:] = callbacks
     gc.unfreeze()
 
 
-def test_raises_the_young_threshold_and_freezes_startup_objects(restored_gc: None) -> None:
+def test_raises_the_young_threshold_and_freezes_startup_objects(
+    restored_gc: list[GcTuning],
+) -> None:
     _, gen1, gen2 = gc.get_threshold()
-    tune_gc(50_000)
+    restored_gc.append(tune_gc(50_000))
     assert gc.get_threshold() == (50_000, gen1, gen2)
     assert gc.get_freeze_count() > 0
 
 
-def test_zero_keeps_pythons_threshold(restored_gc: None) -> None:
+def test_zero_keeps_pythons_threshold(restored_gc: list[GcTuning]) -> None:
     before = gc.get_threshold()
-    tune_gc(0)
+    restored_gc.append(tune_gc(0))
     assert gc.get_threshold() == before
 
 
-def test_each_collection_is_timed_by_generation(restored_gc: None) -> None:
+def test_each_collection_is_timed_by_generation(restored_gc: list[GcTuning]) -> None:
     pauses: list[tuple[int, float]] = []
-    tune_gc(50_000, lambda generation, seconds: pauses.append((generation, seconds)))
+    restored_gc.append(
+        tune_gc(50_000, lambda generation, seconds: pauses.append((generation, seconds)))
+    )
     gc.collect(2)
     gc.collect(0)
     assert [generation for generation, _ in pauses[-2:]] == [2, 0]
     assert all(seconds >= 0 for _, seconds in pauses)
+
+
+def _tracked(obj: object) -> bool:
+    return any(o is obj for generation in range(3) for o in gc.get_objects(generation))
+
+
+def test_survivors_of_a_collection_are_frozen_out_of_later_ones(
+    restored_gc: list[GcTuning],
+) -> None:
+    restored_gc.append(tune_gc(GcPolicy(gen0_threshold=50_000, sweep_interval_s=0)))
+    survivor = Node()
+    assert _tracked(survivor)
+    gc.collect(0)
+    # No generation holds it now: no collection walks it again.
+    assert not _tracked(survivor)
+
+
+def test_young_cycles_still_die_young(restored_gc: list[GcTuning]) -> None:
+    restored_gc.append(tune_gc(GcPolicy(gen0_threshold=50_000, sweep_interval_s=0)))
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    watch = weakref.ref(a)
+    del a, b
+    gc.collect(0)
+    assert watch() is None
+
+
+def test_a_cycle_that_died_frozen_waits_for_the_sweep(restored_gc: list[GcTuning]) -> None:
+    tuning = tune_gc(GcPolicy(gen0_threshold=50_000, sweep_interval_s=0))
+    restored_gc.append(tuning)
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    watch = weakref.ref(a)
+    gc.collect(0)  # alive now: frozen
+    del a, b
+    gc.collect()
+    assert watch() is not None, "a frozen cycle is out of every collection"
+    assert tuning.sweep() >= 2
+    assert watch() is None
+    # The sweep froze what was left: the next young collection walks only new objects.
+    assert gc.get_freeze_count() > 0
+
+
+def test_a_frozen_object_is_still_freed_by_its_reference_count(
+    restored_gc: list[GcTuning],
+) -> None:
+    restored_gc.append(tune_gc(GcPolicy(gen0_threshold=50_000, sweep_interval_s=0)))
+    node = Node()
+    watch = weakref.ref(node)
+    gc.collect(0)
+    del node
+    assert watch() is None
+
+
+def test_the_sweeper_thread_sweeps_on_its_interval(restored_gc: list[GcTuning]) -> None:
+    tuning = tune_gc(GcPolicy(gen0_threshold=50_000, sweep_interval_s=0.05))
+    restored_gc.append(tuning)
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    watch = weakref.ref(a)
+    gc.collect(0)
+    del a, b
+    for _ in range(200):
+        if watch() is None:
+            break
+        gc.collect(0)
+        threading.Event().wait(0.01)
+    assert watch() is None
+
+
+def test_settings_make_the_policy() -> None:
+    settings = CommonSettings(
+        gc_gen0_threshold=700, gc_freeze_survivors=False, gc_sweep_interval_s=0
+    )
+    assert settings.gc_policy() == GcPolicy(
+        gen0_threshold=700, freeze_survivors=False, sweep_interval_s=0
+    )
+    assert CommonSettings().gc_policy().freeze_survivors
