@@ -17,7 +17,9 @@ threshold of 700 then keeps each young collection to a millisecond or two (measu
 Short-lived cycles, such as an exception's traceback, still die young, and a frozen object
 is freed by its reference count like any other. Only a reference cycle that dies after
 being frozen waits: every ``sweep_interval_s`` a thread unfreezes everything, runs one full
-collection and freezes what is left (measured: tens of such objects a second).
+collection and freezes what is left. Such cycles were a few tens of objects a second at
+2,000 updates/s, so an hour's worth is some tens of MiB at most, and the sweep is one stop
+an hour (0.5 s for a gateway holding 5,000 connections).
 
 ``gc.get_freeze_count`` walks the whole frozen list: it must not be called per collection.
 """
@@ -41,7 +43,7 @@ PauseObserver = Callable[[int, float], None]  # (generation, seconds)
 class GcPolicy:
     gen0_threshold: int = 700
     freeze_survivors: bool = True
-    sweep_interval_s: float = 600.0
+    sweep_interval_s: float = 3600.0
 
 
 class GcTuning:
