@@ -38,6 +38,8 @@ log = structlog.get_logger(__name__)
 
 PauseObserver = Callable[[int, float], None]  # (generation, seconds)
 
+_current: GcTuning | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class GcPolicy:
@@ -116,6 +118,11 @@ def tune_gc(gen0_threshold: int | GcPolicy, observe: PauseObserver | None = None
         if isinstance(gen0_threshold, GcPolicy)
         else GcPolicy(gen0_threshold=gen0_threshold, freeze_survivors=False)
     )
-    tuning = GcTuning(policy, observe)
-    tuning.install()
-    return tuning
+    global _current
+    if _current is not None:
+        # Once per process: a forked worker that tunes again replaces its parent's tuning,
+        # whose callback it inherited (and whose sweeper thread did not survive the fork).
+        _current.close()
+    _current = GcTuning(policy, observe)
+    _current.install()
+    return _current

@@ -134,3 +134,11 @@ def test_settings_make_the_policy() -> None:
         gen0_threshold=700, freeze_survivors=False, sweep_interval_s=0
     )
     assert CommonSettings().gc_policy().freeze_survivors
+
+
+def test_tuning_again_replaces_the_previous_tuning(restored_gc: list[GcTuning]) -> None:
+    first = tune_gc(GcPolicy(sweep_interval_s=0))
+    second = tune_gc(GcPolicy(sweep_interval_s=0))
+    restored_gc.extend([first, second])
+    callbacks = [cb for cb in gc.callbacks if getattr(cb, "__self__", None) in (first, second)]
+    assert callbacks == [second._on_gc]
