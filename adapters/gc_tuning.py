@@ -27,6 +27,7 @@ an hour (0.5 s for a gateway holding 5,000 connections).
 from __future__ import annotations
 
 import gc
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -53,7 +54,7 @@ class GcTuning:
 
     def __init__(self, policy: GcPolicy, observe: PauseObserver | None) -> None:
         self._policy = policy
-        self._observe = observe
+        self._observers: list[PauseObserver] = [] if observe is None else [observe]
         self._sweeping = False
         self._started = 0.0
         self._stop = threading.Event()
@@ -65,13 +66,18 @@ class GcTuning:
         if self._policy.gen0_threshold > 0:
             _, gen1, gen2 = gc.get_threshold()
             gc.set_threshold(self._policy.gen0_threshold, gen1, gen2)
-        if self._observe is not None or self._policy.freeze_survivors:
-            gc.callbacks.append(self._on_gc)
+        gc.callbacks.append(self._on_gc)
         if self._policy.freeze_survivors and self._policy.sweep_interval_s > 0:
             self._sweeper = threading.Thread(target=self._sweep_loop, name="gc-sweep", daemon=True)
             self._sweeper.start()
 
+    def add_observer(self, observe: PauseObserver) -> None:
+        self._observers.append(observe)
+
     def close(self) -> None:
+        global _current
+        if _current is self:
+            _current = None
         self._stop.set()
         if self._sweeper is not None:
             self._sweeper.join()
@@ -95,8 +101,10 @@ class GcTuning:
 
     def _sweep_loop(self) -> None:
         # A thread of its own, asleep but for the sweep: scheduling it on the event loop would
-        # need every service (and tool) to do so. It holds the GIL only while sweeping.
-        while not self._stop.wait(self._policy.sweep_interval_s):
+        # need every service (and tool) to do so. It holds the GIL only while sweeping. The
+        # jitter keeps gateways started together from stopping all at once.
+        interval = self._policy.sweep_interval_s
+        while not self._stop.wait(interval * random.uniform(0.75, 1.25)):
             self.sweep()
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
@@ -106,8 +114,17 @@ class GcTuning:
         if self._policy.freeze_survivors and not self._sweeping:
             # Survivors are in gen1 or gen2 now: out of every later collection.
             gc.freeze()
-        if self._observe is not None:
-            self._observe(info["generation"], time.perf_counter() - self._started)
+        if self._observers:
+            seconds = time.perf_counter() - self._started
+            for observe in self._observers:
+                observe(info["generation"], seconds)
+
+
+def observe_pauses(observe: PauseObserver) -> None:
+    """Also report every collection's pause to ``observe``, if this process tuned its
+    collector (services do at start, before they build their metrics; tests need not)."""
+    if _current is not None:
+        _current.add_observer(observe)
 
 
 def tune_gc(gen0_threshold: int | GcPolicy, observe: PauseObserver | None = None) -> GcTuning:

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from adapters.cli import start_service
 from adapters.gc_tuning import tune_gc
-from services.gateway.app import METRICS, create_app, server_options
+from services.gateway.app import create_app, server_options
 from services.gateway.settings import GatewaySettings
 
 
@@ -21,9 +21,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if options.tls_cert:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(options.tls_cert, options.tls_key)
+    tune_gc(settings.gc_policy())  # before the app: its metrics observe the collector
     app = create_app(settings)
-    pauses = app[METRICS].gc_pause_seconds
-    tune_gc(settings.gc_policy(), lambda gen, s: pauses.labels(str(gen)).observe(s))
     web.run_app(
         app,
         host=options.host,

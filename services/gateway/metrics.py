@@ -34,7 +34,7 @@ class Children(Generic[_M]):
 
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        add_runtime_collectors(registry)
+        self.gc_pause_seconds = add_runtime_collectors(registry, "gateway")
         self.connections = Gauge(
             "gateway_connections", "open WebSocket connections", ["role"], registry=registry
         )
@@ -63,13 +63,6 @@ class GatewayMetrics:
             "gateway_delivery_seconds",
             "event written to the log to fan-out on this gateway",
             buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.gc_pause_seconds = Histogram(
-            "gateway_gc_pause_seconds",
-            "garbage collections: each one stops the event loop for this long",
-            ["generation"],
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=registry,
         )
         self.coalesced = Counter(

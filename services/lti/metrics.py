@@ -9,7 +9,7 @@ from adapters.runtime_metrics import add_runtime_collectors
 
 class LtiMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        add_runtime_collectors(registry)
+        add_runtime_collectors(registry, "lti")
         self.logins = Counter(
             "lti_logins_total", "OIDC logins started for a platform", registry=registry
         )

@@ -13,7 +13,7 @@ _LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 class NotifierMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        add_runtime_collectors(registry)
+        add_runtime_collectors(registry, "notifier")
         self.offline = Counter(
             "notifier_offline_events_total",
             "student.offline events written",

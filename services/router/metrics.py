@@ -17,7 +17,7 @@ _SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 class RouterMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        add_runtime_collectors(registry)
+        add_runtime_collectors(registry, "router")
         self.events = Counter(
             "router_events", "log events processed (routed to someone or not)", registry=registry
         )

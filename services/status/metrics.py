@@ -17,7 +17,7 @@ _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 class StatusMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        add_runtime_collectors(registry)
+        add_runtime_collectors(registry, "status")
         self.records = Counter(
             "status_records", "log records consumed (decoded or not)", registry=registry
         )

@@ -8,8 +8,11 @@ import weakref
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from adapters import gc_tuning
 from adapters.gc_tuning import GcPolicy, GcTuning, tune_gc
+from adapters.runtime_metrics import add_runtime_collectors
 from adapters.settings import CommonSettings
 
 
@@ -142,3 +145,24 @@ def test_tuning_again_replaces_the_previous_tuning(restored_gc: list[GcTuning]) 
     restored_gc.extend([first, second])
     callbacks = [cb for cb in gc.callbacks if getattr(cb, "__self__", None) in (first, second)]
     assert callbacks == [second._on_gc]
+
+
+def test_service_metrics_observe_every_collection_once_tuned(
+    restored_gc: list[GcTuning],
+) -> None:
+    restored_gc.append(tune_gc(GcPolicy(sweep_interval_s=0)))
+    registry = CollectorRegistry()
+    add_runtime_collectors(registry, "svc")
+    gc.collect(0)
+    gc.collect(2)
+    for generation in ("0", "2"):
+        count = registry.get_sample_value("svc_gc_pause_seconds_count", {"generation": generation})
+        assert count is not None and count >= 1
+
+
+def test_without_tuning_the_pause_metric_stays_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gc_tuning, "_current", None)
+    registry = CollectorRegistry()
+    add_runtime_collectors(registry, "svc")
+    gc.collect(0)
+    assert registry.get_sample_value("svc_gc_pause_seconds_count", {"generation": "0"}) == 0
