@@ -41,6 +41,9 @@ PauseObserver = Callable[[int, float], None]  # (generation, seconds)
 
 _current: GcTuning | None = None
 
+_SWEEP_ATTEMPTS = 5
+_SWEEP_RETRY_S = 0.05
+
 
 @dataclass(frozen=True, slots=True)
 class GcPolicy:
@@ -56,6 +59,8 @@ class GcTuning:
         self._policy = policy
         self._observers: list[PauseObserver] = [] if observe is None else [observe]
         self._sweeping = False
+        self._swept = False
+        self._sweeper_ident = 0
         self._started = 0.0
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -71,6 +76,10 @@ class GcTuning:
             self._sweeper = threading.Thread(target=self._sweep_loop, name="gc-sweep", daemon=True)
             self._sweeper.start()
 
+    @property
+    def observers(self) -> tuple[PauseObserver, ...]:
+        return tuple(self._observers)
+
     def add_observer(self, observe: PauseObserver) -> None:
         self._observers.append(observe)
 
@@ -85,19 +94,34 @@ class GcTuning:
             gc.callbacks.remove(self._on_gc)
 
     def sweep(self) -> int:
-        """Unfreeze, collect everything, freeze the rest; the number of objects collected."""
+        """Unfreeze, collect everything, freeze the rest; the number of objects collected.
+
+        ``gc.collect`` does nothing and returns 0 while another thread is inside a collection
+        (its callbacks and finalizers run Python code, which can hand this thread the GIL),
+        so the sweep checks that its own full collection started, and tries again if not.
+        """
         started = time.perf_counter()
-        self._sweeping = True
-        try:
-            gc.unfreeze()
-            collected = gc.collect()
-            gc.freeze()
-        finally:
-            self._sweeping = False
-        log.info(
-            "gc_swept", collected=collected, pause_ms=round((time.perf_counter() - started) * 1000)
-        )
-        return collected
+        for attempt in range(1, _SWEEP_ATTEMPTS + 1):
+            self._sweeper_ident = threading.get_ident()
+            self._swept = False
+            self._sweeping = True
+            try:
+                gc.unfreeze()
+                collected = gc.collect()
+                gc.freeze()
+            finally:
+                self._sweeping = False
+            if self._swept:
+                log.info(
+                    "gc_swept",
+                    collected=collected,
+                    attempts=attempt,
+                    pause_ms=round((time.perf_counter() - started) * 1000),
+                )
+                return collected
+            time.sleep(_SWEEP_RETRY_S)
+        log.warning("gc_sweep_skipped", attempts=_SWEEP_ATTEMPTS)
+        return 0
 
     def _sweep_loop(self) -> None:
         # A thread of its own, asleep but for the sweep: scheduling it on the event loop would
@@ -105,11 +129,17 @@ class GcTuning:
         # jitter keeps gateways started together from stopping all at once.
         interval = self._policy.sweep_interval_s
         while not self._stop.wait(interval * random.uniform(0.75, 1.25)):
-            self.sweep()
+            try:
+                self.sweep()
+            except Exception:
+                # A failed sweep must not end the sweeps: the next one comes on time.
+                log.exception("gc_sweep_failed")
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._started = time.perf_counter()
+            if info["generation"] == 2 and threading.get_ident() == self._sweeper_ident:
+                self._swept = True
             return
         if self._policy.freeze_survivors and not self._sweeping:
             # Survivors are in gen1 or gen2 now: out of every later collection.
@@ -136,10 +166,13 @@ def tune_gc(gen0_threshold: int | GcPolicy, observe: PauseObserver | None = None
         else GcPolicy(gen0_threshold=gen0_threshold, freeze_survivors=False)
     )
     global _current
-    if _current is not None:
-        # Once per process: a forked worker that tunes again replaces its parent's tuning,
-        # whose callback it inherited (and whose sweeper thread did not survive the fork).
-        _current.close()
-    _current = GcTuning(policy, observe)
-    _current.install()
-    return _current
+    previous, tuning = _current, GcTuning(policy, observe)
+    if previous is not None:
+        # One tuning per process: tuning again (a test, a tool) replaces the previous one and
+        # keeps reporting to whoever observed it.
+        for kept in previous.observers:
+            tuning.add_observer(kept)
+        previous.close()
+    tuning.install()
+    _current = tuning
+    return tuning

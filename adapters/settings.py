@@ -330,11 +330,12 @@ class CommonSettings(BaseSettings):
     )
     gc_sweep_interval_s: float = Field(
         default=3600.0,
-        ge=0,
+        gt=0,
         description=(
             "with gc_freeze_survivors: every this often one full collection reclaims the"
             " reference cycles that died frozen: a stop of the event loop of ~0.1 s per 100,000"
-            " objects (0.5 s for a gateway holding 5,000 connections); 0: never"
+            " objects (0.5 s for a gateway holding 5,000 connections); never 0: cycles that died"
+            " frozen would never be reclaimed (turn gc_freeze_survivors off instead)"
         ),
     )
 

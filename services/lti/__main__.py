@@ -8,12 +8,14 @@ import uvloop
 from aiohttp import web
 
 from adapters.cli import start_service
+from adapters.gc_tuning import tune_gc
 from services.lti.app import create_app
 from services.lti.settings import LtiSettings
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings = start_service(LtiSettings, "lti", __doc__ or "", argv)
+    tune_gc(settings.gc_policy())
     web.run_app(
         create_app(settings),
         host=settings.lti.host,
