@@ -43,8 +43,16 @@ async def test_clean_close_is_offline_within_one_second(
     )
     assert isinstance(alert, AlertRaised) and alert.kind == "offline"
     async with ClientSession() as http:
-        async with http.get(f"http://127.0.0.1:{notifier.ops_port}/metrics") as response:
-            metrics = await response.text()
+        # The alert is counted once its write is acknowledged, which the log watcher can
+        # beat by a moment: read the metrics until the count is there (or time runs out).
+        deadline = asyncio.get_running_loop().time() + scaled(5)
+        while True:
+            async with http.get(f"http://127.0.0.1:{notifier.ops_port}/metrics") as response:
+                metrics = await response.text()
+            counted = 'notifier_alerts_total{kind="offline"} 1.0' in metrics
+            if counted or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.05)
         async with http.get(f"http://127.0.0.1:{notifier.ops_port}/readyz") as response:
             assert response.status == 200
     assert 'notifier_offline_events_total{reason="closed"} 1.0' in metrics
