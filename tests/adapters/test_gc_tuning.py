@@ -60,6 +60,16 @@ def test_each_collection_is_timed_by_generation(restored_gc: list[GcTuning]) -> 
     assert [generation for generation, _ in pauses[-2:]] == [2, 0]
 
 
+def _dead_cycle(*, frozen: bool) -> weakref.ref[Node]:
+    """A reference cycle nothing else holds once this returns; ``frozen``: collected (and so
+    frozen) while still alive, as a cycle that outlived a young collection."""
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    if frozen:
+        gc.collect(0)
+    return weakref.ref(a)
+
+
 def _tracked(obj: object) -> bool:
     return any(o is obj for generation in range(3) for o in gc.get_objects(generation))
 
@@ -77,10 +87,7 @@ def test_survivors_of_a_collection_are_frozen_out_of_later_ones(
 
 def test_young_cycles_still_die_young(restored_gc: list[GcTuning]) -> None:
     restored_gc.append(tune_gc(GcPolicy(gen0_threshold=50_000, sweep_interval_s=0)))
-    a, b = Node(), Node()
-    a.other, b.other = b, a
-    watch = weakref.ref(a)
-    del a, b
+    watch = _dead_cycle(frozen=False)
     gc.collect(0)
     assert watch() is None
 
@@ -88,11 +95,7 @@ def test_young_cycles_still_die_young(restored_gc: list[GcTuning]) -> None:
 def test_a_cycle_that_died_frozen_waits_for_the_sweep(restored_gc: list[GcTuning]) -> None:
     tuning = tune_gc(GcPolicy(gen0_threshold=50_000, sweep_interval_s=0))
     restored_gc.append(tuning)
-    a, b = Node(), Node()
-    a.other, b.other = b, a
-    watch = weakref.ref(a)
-    gc.collect(0)  # alive now: frozen
-    del a, b
+    watch = _dead_cycle(frozen=True)
     gc.collect()
     assert watch() is not None, "a frozen cycle is out of every collection"
     survivor = Node()
@@ -107,11 +110,7 @@ def test_a_sweep_that_met_another_collection_tries_again(
 ) -> None:
     tuning = tune_gc(GcPolicy(gen0_threshold=50_000, sweep_interval_s=0))
     restored_gc.append(tuning)
-    a, b = Node(), Node()
-    a.other, b.other = b, a
-    watch = weakref.ref(a)
-    gc.collect(0)
-    del a, b
+    watch = _dead_cycle(frozen=True)
     real_collect = gc.collect
     calls: list[int] = []
 
@@ -140,11 +139,7 @@ def test_a_frozen_object_is_still_freed_by_its_reference_count(
 def test_the_sweeper_thread_sweeps_on_its_interval(restored_gc: list[GcTuning]) -> None:
     tuning = tune_gc(GcPolicy(gen0_threshold=50_000, sweep_interval_s=0.05))
     restored_gc.append(tuning)
-    a, b = Node(), Node()
-    a.other, b.other = b, a
-    watch = weakref.ref(a)
-    gc.collect(0)
-    del a, b
+    watch = _dead_cycle(frozen=True)
     for _ in range(200):
         if watch() is None:
             break
