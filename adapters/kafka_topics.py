@@ -19,6 +19,17 @@ class TopicsNotCreated(Exception):
     """The broker refused to create a topic the services need (the message says why)."""
 
 
+class PartitionsMismatch(Exception):
+    """The event log has another number of partitions than the settings say.
+
+    Every service reckons with the setting: a gateway's exam view waits for a position on each
+    partition, the notifier reads ``range(events_partitions)``, the status service claims a
+    rebuild of each. A log with more partitions than the setting would have some never read,
+    one with fewer would leave views waiting forever, both without an error. So a service
+    refuses to start instead, and the message names the setting to fix.
+    """
+
+
 def dead_letter_topic(topic: str) -> str:
     """Where consumers of ``topic`` put aside records they cannot apply."""
     return f"{topic}.dead-letters"
@@ -88,10 +99,40 @@ async def _admin(kafka: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
         await admin.close()
 
 
+def check_events_partitions(kafka: KafkaSettings, found: int) -> None:
+    """Raise ``PartitionsMismatch`` unless the event log's ``found`` partitions (0: no log
+    yet, created with the setting) are what the settings say."""
+    if found and found != kafka.events_partitions:
+        raise PartitionsMismatch(
+            f"{kafka.events_topic} has {found} partitions but PROCTOR_KAFKA__EVENTS_PARTITIONS"
+            f" is {kafka.events_partitions}: the setting must match the log, whose partitions"
+            f" are fixed for its life; set it to {found}"
+        )
+
+
+async def verify_partitions(kafka: KafkaSettings) -> None:
+    """Refuse settings whose partition count the existing event log does not have."""
+    async with _admin(kafka) as admin:
+        await _verify_partitions(admin, kafka)
+
+
+async def _verify_partitions(admin: AIOKafkaAdminClient, kafka: KafkaSettings) -> None:
+    check_events_partitions(kafka, await _count(admin, kafka.events_topic))
+
+
+async def _count(admin: AIOKafkaAdminClient, topic: str) -> int:
+    described = await admin.describe_topics([topic])
+    return sum(len(d["partitions"]) for d in described if d["error_code"] == 0)
+
+
 async def ensure_topics(kafka: KafkaSettings) -> list[str]:
-    """Create missing topics; return the names created. Existing topics are left as they are."""
+    """Create missing topics; return the names created. Existing topics are left as they are,
+    except that the heartbeat topic grows to its setting; an event log whose partitions are
+    not the setting's is refused (``PartitionsMismatch``) before anything is created."""
     async with _admin(kafka) as admin:
         existing = set(await admin.list_topics())
+        if kafka.events_topic in existing:
+            await _verify_partitions(admin, kafka)
         missing = [spec for spec in topic_specs(kafka) if spec.name not in existing]
         for spec in missing:
             try:
@@ -123,8 +164,7 @@ async def _grow_heartbeats(admin: AIOKafkaAdminClient, kafka: KafkaSettings) -> 
     """Give the heartbeat topic the partitions the settings ask for (more notifiers to share
     the liveness work). Only this topic grows on its own: its records are transient and sent
     to explicit partitions, while a keyed topic would scatter its keys' order."""
-    described = await admin.describe_topics([kafka.heartbeats_topic])
-    have = sum(len(d["partitions"]) for d in described if d["error_code"] == 0)
+    have = await _count(admin, kafka.heartbeats_topic)
     if 0 < have < kafka.heartbeats_partitions:
         with contextlib.suppress(InvalidPartitionsError):  # another process grew it first
             await admin.create_partitions(
@@ -135,8 +175,7 @@ async def _grow_heartbeats(admin: AIOKafkaAdminClient, kafka: KafkaSettings) -> 
 async def partition_count(kafka: KafkaSettings, topic: str) -> int:
     """How many partitions ``topic`` has (0 if it does not exist)."""
     async with _admin(kafka) as admin:
-        described = await admin.describe_topics([topic])
-    return sum(len(d["partitions"]) for d in described if d["error_code"] == 0)
+        return await _count(admin, topic)
 
 
 async def delete_topics(kafka: KafkaSettings) -> None:

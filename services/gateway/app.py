@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from adapters.jwks import JwksKeys
 from adapters.kafka_clients import durable_producer, reader
+from adapters.kafka_topics import verify_partitions
 from adapters.ops_http import add_ops_routes, start_ops_server
 from adapters.redis_client import redis_client
 from adapters.revocations import RedisRevocations
@@ -161,6 +162,8 @@ async def _jwks_keys(app: web.Application) -> AsyncIterator[None]:
 
 async def _kafka_producer(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    async with asyncio.timeout(settings.kafka.request_timeout_s * 3):
+        await verify_partitions(settings.kafka)
     producer = durable_producer(
         settings.kafka,
         client_id=settings.gateway.instance,

@@ -5,6 +5,10 @@
     (router or status service unavailable); proctors get ``snapshot_timeout``.
   - ``Unavailable``: Kafka or Redis did not answer in time; clients get ``unavailable``
     and keep their unacknowledged events.
+
+At start the gateway refuses settings whose ``events_partitions`` the event log does not
+have (``adapters.kafka_topics.PartitionsMismatch``, raised out of the app's start-up):
+its exam views would wait for partitions that are not there, or miss some that are.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from adapters.kafka_clients import durable_producer
-from adapters.kafka_topics import ensure_topics
+from adapters.kafka_topics import PartitionsMismatch, ensure_topics
 from adapters.ops_http import start_ops_server
 from services.notifier.alerts_loop import AlertsLoop
 from services.notifier.errors import StartupFailed
@@ -72,6 +72,8 @@ class Notifier:
                 await ensure_topics(kafka)
         except TimeoutError as exc:
             raise StartupFailed("Kafka did not answer while checking topics") from exc
+        except PartitionsMismatch as exc:
+            raise StartupFailed(str(exc)) from exc
         producer = durable_producer(kafka, client_id=options.instance)
         async with asyncio.timeout(kafka.request_timeout_s):
             await producer.start()

@@ -2,8 +2,9 @@
 
 - ``RouterError``: base of everything below.
   - ``StartupFailed``: Kafka could not be reached, or the presence topic could not be read
-    to its end within ``presence_catchup_timeout_s``; the router never routes with a
-    partial table.
+    to its end within ``presence_catchup_timeout_s`` (the router never routes with a
+    partial table), or the event log's partitions are not the settings'
+    (``PartitionsMismatch``).
   - ``DeliveryFailed``: a batch's delivery records did not land within
     ``delivery_timeout_s``; the worker stops before committing the batch so a restart
     routes it again.

@@ -50,6 +50,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry
 
 from adapters.kafka_security import client_kwargs
+from adapters.kafka_topics import PartitionsMismatch, verify_partitions
 from adapters.ops_http import start_ops_server
 from domain.routing import (
     NOBODY,
@@ -114,8 +115,11 @@ class RouterService:
         try:
             async with asyncio.timeout(self._settings.kafka.request_timeout_s * 3):
                 await self._admin.start()
+                await verify_partitions(self._settings.kafka)
         except TimeoutError as exc:
             raise StartupFailed("Kafka admin client could not connect") from exc
+        except PartitionsMismatch as exc:
+            raise StartupFailed(str(exc)) from exc
         self._engine = make_engine(self._settings, self, self.metrics.reader())
         await self._engine.start()
         self._engine_started = True

@@ -8,7 +8,8 @@
     - ``GaveUpAtStop``: a store was still failing when the service was asked to stop; what
       it did not take stays uncommitted in the log and is applied again at the next start,
       instead of the retries holding the shutdown past any deadline.
-  - ``StartupFailed``: Kafka, Redis or DynamoDB could not be reached at start.
+  - ``StartupFailed``: Kafka, Redis or DynamoDB could not be reached at start, or the event
+    log's partitions are not the settings' (``PartitionsMismatch``).
 
 A record or item that can never be applied (it does not decode; DynamoDB rejects the item,
 e.g. a number out of its range) is not an error of the service: it is put aside on

@@ -61,7 +61,7 @@ from redis.exceptions import RedisError
 from adapters.dead_letters import DeadLetter, read_record
 from adapters.dynamo_store import DynamoStatusStore, StatusStore, StatusStoreUnavailable
 from adapters.group_reader import Batch, GroupReader, ReaderFailed, ReaderOptions
-from adapters.kafka_topics import ensure_topics
+from adapters.kafka_topics import PartitionsMismatch, ensure_topics
 from adapters.ops_http import start_ops_server
 from adapters.redis_client import redis_client
 from adapters.snapshot_store import RedisSnapshotStore, SnapshotStore
@@ -204,7 +204,7 @@ class StatusService:
             async with asyncio.timeout(kafka.request_timeout_s * 3):
                 await ensure_topics(kafka)
             await reader.start()
-        except (KafkaError, OSError, TimeoutError, ReaderFailed) as exc:
+        except (KafkaError, OSError, TimeoutError, ReaderFailed, PartitionsMismatch) as exc:
             raise StartupFailed(f"Kafka at {kafka.bootstrap}: {exc}") from exc
         self._reader = reader
 

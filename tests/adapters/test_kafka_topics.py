@@ -1,6 +1,7 @@
 """Topic creation on the real Kafka: the heartbeat topic grows to the partitions the settings
-ask for (more notifiers can then share the liveness work); the keyed topics never do. Every
-topic carries the min.insync.replicas that goes with its replication factor."""
+ask for (more notifiers can then share the liveness work); the keyed topics never do, and an
+event log whose partitions are not the settings' is refused. Every topic carries the
+min.insync.replicas that goes with its replication factor."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pydantic import ValidationError
 
 from adapters.kafka_topics import (
+    PartitionsMismatch,
     TopicsNotCreated,
+    check_events_partitions,
     delete_topics,
     ensure_topics,
     partition_count,
     topic_specs,
+    verify_partitions,
 )
 from adapters.settings import CommonSettings, KafkaSettings
 from tests.conftest import unique
@@ -94,7 +98,12 @@ async def test_the_heartbeat_topic_grows_and_the_log_does_not(infra: CommonSetti
     )
     try:
         assert kafka.heartbeats_topic in await ensure_topics(kafka)
-        grown = kafka.model_copy(update={"heartbeats_partitions": 3, "events_partitions": 4})
+        # An event log of other partitions is refused before anything changes.
+        other_log = kafka.model_copy(update={"heartbeats_partitions": 3, "events_partitions": 4})
+        with pytest.raises(PartitionsMismatch):
+            await ensure_topics(other_log)
+        assert await partition_count(kafka, kafka.heartbeats_topic) == 1
+        grown = kafka.model_copy(update={"heartbeats_partitions": 3})
         assert await ensure_topics(grown) == []  # nothing created, one topic grown
         assert await settled_count(kafka, kafka.heartbeats_topic, 3) == 3
         assert await partition_count(kafka, kafka.events_topic) == 2
@@ -116,3 +125,33 @@ async def test_a_topic_the_broker_refuses_is_an_error_not_a_creation(
     with pytest.raises(TopicsNotCreated, match="InvalidReplicationFactor"):
         await ensure_topics(kafka)
     assert await partition_count(kafka, kafka.events_topic) == 0
+
+
+def test_a_log_of_other_partitions_is_refused_with_the_setting_to_fix() -> None:
+    kafka = KafkaSettings(events_topic="exam.events", events_partitions=4)
+    check_events_partitions(kafka, 4)
+    check_events_partitions(kafka, 0)  # no log yet: it will be created with the setting
+    for found in (1, 3, 12):
+        with pytest.raises(PartitionsMismatch) as refused:
+            check_events_partitions(kafka, found)
+        message = str(refused.value)
+        assert f"exam.events has {found} partitions" in message
+        assert "PROCTOR_KAFKA__EVENTS_PARTITIONS is 4" in message
+        assert f"set it to {found}" in message
+
+
+@integration
+async def test_services_settings_are_checked_against_the_real_log(infra: CommonSettings) -> None:
+    kafka = KafkaSettings.for_run(
+        unique("t"), bootstrap=infra.kafka.bootstrap, events_partitions=3, deliveries_partitions=1
+    )
+    await verify_partitions(kafka)  # no log yet: nothing to disagree with
+    try:
+        await ensure_topics(kafka)
+        await verify_partitions(kafka)
+        for wrong in (2, 12):
+            with pytest.raises(PartitionsMismatch, match=f"has 3 partitions .* is {wrong}"):
+                await verify_partitions(kafka.model_copy(update={"events_partitions": wrong}))
+        assert await partition_count(kafka, kafka.events_topic) == 3
+    finally:
+        await delete_topics(kafka)
