@@ -56,7 +56,10 @@ async def bench_system(
     run_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
     base = CommonSettings()
     kafka = KafkaSettings.for_run(
-        run_id, bootstrap=base.kafka.bootstrap, heartbeats_partitions=heartbeats_partitions
+        run_id,
+        bootstrap=base.kafka.bootstrap,
+        events_partitions=base.kafka.events_partitions,
+        heartbeats_partitions=heartbeats_partitions,
     )
     await ensure_topics(kafka)
     env = {
