@@ -110,10 +110,26 @@ def check_events_partitions(kafka: KafkaSettings, found: int) -> None:
         )
 
 
-async def verify_partitions(kafka: KafkaSettings) -> None:
-    """Refuse settings whose partition count the existing event log does not have."""
+def check_gateway_slot(kafka: KafkaSettings, slot: int, found: int) -> None:
+    """Raise ``PartitionsMismatch`` unless the deliveries topic's ``found`` partitions (0: not
+    there yet, created with the setting) include the gateway's ``slot``, its inbox."""
+    have = found or kafka.deliveries_partitions
+    if slot >= have:
+        raise PartitionsMismatch(
+            f"gateway slot {slot} has no inbox: {kafka.deliveries_topic} has {have} partitions,"
+            f" one per gateway slot (PROCTOR_KAFKA__DELIVERIES_PARTITIONS); give this gateway"
+            f" a slot below {have} (PROCTOR_GATEWAY__SLOT)"
+        )
+
+
+async def verify_partitions(kafka: KafkaSettings, *, gateway_slot: int | None = None) -> None:
+    """Refuse settings whose partition count the existing event log does not have, and a
+    ``gateway_slot`` the deliveries topic has no partition for."""
     async with _admin(kafka) as admin:
         await _verify_partitions(admin, kafka)
+        if gateway_slot is not None:
+            found = await _count(admin, kafka.deliveries_topic)
+            check_gateway_slot(kafka, gateway_slot, found)
 
 
 async def _verify_partitions(admin: AIOKafkaAdminClient, kafka: KafkaSettings) -> None:

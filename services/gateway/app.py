@@ -163,7 +163,7 @@ async def _jwks_keys(app: web.Application) -> AsyncIterator[None]:
 async def _kafka_producer(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with asyncio.timeout(settings.kafka.request_timeout_s * 3):
-        await verify_partitions(settings.kafka)
+        await verify_partitions(settings.kafka, gateway_slot=settings.gateway.slot)
     producer = durable_producer(
         settings.kafka,
         client_id=settings.gateway.instance,

@@ -7,8 +7,10 @@
     and keep their unacknowledged events.
 
 At start the gateway refuses settings whose ``events_partitions`` the event log does not
-have (``adapters.kafka_topics.PartitionsMismatch``, raised out of the app's start-up):
-its exam views would wait for partitions that are not there, or miss some that are.
+have, and a ``slot`` the deliveries topic has no partition for
+(``adapters.kafka_topics.PartitionsMismatch``, raised out of the app's start-up): its exam
+views would wait for partitions that are not there or miss some that are, and its inbox
+would not exist.
 """
 
 from __future__ import annotations

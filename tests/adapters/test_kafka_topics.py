@@ -16,6 +16,7 @@ from adapters.kafka_topics import (
     PartitionsMismatch,
     TopicsNotCreated,
     check_events_partitions,
+    check_gateway_slot,
     delete_topics,
     ensure_topics,
     partition_count,
@@ -155,3 +156,16 @@ async def test_services_settings_are_checked_against_the_real_log(infra: CommonS
         assert await partition_count(kafka, kafka.events_topic) == 3
     finally:
         await delete_topics(kafka)
+
+
+def test_a_gateway_slot_without_a_deliveries_partition_is_refused() -> None:
+    kafka = KafkaSettings(deliveries_topic="proctor.deliveries", deliveries_partitions=32)
+    check_gateway_slot(kafka, 3, 4)
+    check_gateway_slot(kafka, 31, 0)  # no topic yet: it will have the setting's 32
+    for slot, found in ((4, 4), (32, 0), (40, 32)):
+        with pytest.raises(PartitionsMismatch) as refused:
+            check_gateway_slot(kafka, slot, found)
+        have = found or 32
+        message = str(refused.value)
+        assert f"gateway slot {slot} has no inbox: proctor.deliveries has {have}" in message
+        assert f"a slot below {have}" in message

@@ -1,7 +1,9 @@
 """Each service refuses to start when the event log has another number of partitions than
 its settings say, and says which setting to fix; none of them starts reading a part of it.
+A gateway also refuses a slot the deliveries topic has no partition for.
 
-The log here has 4 partitions (the tests' fresh topics); the settings say 6."""
+The log and the deliveries topic here have 4 partitions (the tests' fresh topics); the
+settings say 6."""
 
 from __future__ import annotations
 
@@ -49,6 +51,19 @@ async def test_a_gateway_does_not_start(wrong: CommonSettings) -> None:
     server = TestServer(create_app(gateway_settings), host="127.0.0.1")
     try:
         with pytest.raises(PartitionsMismatch, match=f"has 4 partitions but {SAID}"):
+            async with asyncio.timeout(scaled(30)):
+                await server.start_server(**server_options(gateway_settings.gateway))
+    finally:
+        await server.close()
+
+
+async def test_a_gateway_without_an_inbox_does_not_start(settings: CommonSettings) -> None:
+    gateway_settings = GatewaySettings(
+        **settings.model_dump(), gateway=GatewayOptions(slot=4, token_secret=SECRET)
+    )
+    server = TestServer(create_app(gateway_settings), host="127.0.0.1")
+    try:
+        with pytest.raises(PartitionsMismatch, match="gateway slot 4 has no inbox: .* has 4"):
             async with asyncio.timeout(scaled(30)):
                 await server.start_server(**server_options(gateway_settings.gateway))
     finally:
