@@ -11,9 +11,11 @@
   - ``TopicMissing``: the presence topic disappeared from the cluster's metadata for more
     than 10 s (deleted); the worker stops instead of retrying forever.
 
-Undecodable presence records are not errors of the service: they are counted, logged and
-skipped. Log records routing cannot read are put aside on ``<log>.dead-letters``
-(``router_dead_letters_total``) and the partition goes on; commit failures are retried.
+Undecodable presence records, and those naming a gateway slot the deliveries topic has no
+partition for, are not errors of the service: they are counted
+(``router_bad_presence_records_total``), logged and skipped. Log records routing cannot
+read are put aside on ``<log>.dead-letters`` (``router_dead_letters_total``) and the partition
+goes on; commit failures are retried.
 """
 
 from __future__ import annotations

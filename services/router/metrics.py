@@ -61,7 +61,8 @@ class RouterMetrics:
         )
         self.bad_presence = Counter(
             "router_bad_presence_records",
-            "presence records that failed to decode: counted, logged, skipped",
+            "presence records that failed to decode or name a slot without a deliveries"
+            " partition: counted, logged, skipped",
             registry=registry,
         )
         self.watches = Gauge("router_watches", "live exam watches", registry=registry)

@@ -29,6 +29,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from adapters.kafka_security import client_kwargs
+from adapters.kafka_topics import partition_count
 from adapters.settings import KafkaSettings
 from schemas.presence import PresenceRecord, decode_presence
 from services.router.errors import StartupFailed
@@ -64,6 +65,9 @@ class PresenceReader:
             request_timeout_ms=int(kafka.request_timeout_s * 1000),
         )
         self._partitions: list[TopicPartition] = []
+        # Slots with a deliveries partition: presence naming another would have routing send
+        # to a partition that does not exist, which fails the whole batch, every exam's.
+        self._slots = kafka.deliveries_partitions
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
@@ -85,6 +89,9 @@ class PresenceReader:
             self._consumer.assign(self._partitions)
             async with asyncio.timeout(timeout):
                 await self._consumer.seek_to_beginning(*self._partitions)
+            async with asyncio.timeout(timeout * 3):
+                found = await partition_count(self._kafka, self._kafka.deliveries_topic)
+            self._slots = found or self._kafka.deliveries_partitions
         except (TimeoutError, KafkaError) as exc:
             raise StartupFailed(
                 f"presence topic {topic!r} unreachable or missing: {exc!r}"
@@ -141,7 +148,7 @@ class PresenceReader:
         if value is None:
             return PresenceEntry(key, None)
         try:
-            return PresenceEntry(key, decode_presence(value))
+            entry = PresenceEntry(key, decode_presence(value))
         except ValidationError as exc:
             self._metrics.bad_presence.inc()
             log.warning(
@@ -151,3 +158,16 @@ class PresenceReader:
                 error=str(exc).splitlines()[0],
             )
             return None
+        slot = entry.record.slot if entry.record is not None else None
+        if slot is not None and slot >= self._slots:
+            self._metrics.bad_presence.inc()
+            log.warning(
+                "presence record for a slot without a deliveries partition skipped"
+                " (restart the router after growing the deliveries topic)",
+                key=key.decode(errors="replace"),
+                offset=offset,
+                slot=slot,
+                slots=self._slots,
+            )
+            return None
+        return entry

@@ -414,3 +414,22 @@ async def test_slots_with_watchers_hear_which_partitions_a_live_router_routes(
     heard = len(deliveries.beats[1])
     await asyncio.sleep(2.5)
     assert len(deliveries.beats[1]) == heard
+
+
+async def test_a_slot_without_a_deliveries_partition_stalls_no_other_exam(
+    kafka: Kafka, deliveries: Deliveries, routers: RouterRunner
+) -> None:
+    """Presence naming a slot the deliveries topic has no partition for (a gateway started
+    with a wrong slot, or a stray record): that slot gets nothing, every other slot its
+    deliveries, and the router keeps running."""
+    await kafka.watch(7, "exam-x", "req-x")  # the deliveries topic has partitions 0-3
+    await kafka.watch(1, "exam-a", "req-a")
+    runner = await routers.start()
+    await eventually(lambda: deliveries.ready(1, "req-a"), within_s=30, what="WatchReady")
+    logged = await kafka.log(status("exam-x", "att-x"), status("exam-a", "att-a"))
+    await eventually(
+        lambda: logged[1].event.id in deliveries.event_ids(1), within_s=20, what="exam-a routed"
+    )
+    await presence_applied(kafka, deliveries)
+    assert runner.failure is None
+    assert runner.registry.get_sample_value("router_bad_presence_records_total") == 1
