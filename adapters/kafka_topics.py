@@ -110,10 +110,16 @@ def check_events_partitions(kafka: KafkaSettings, found: int) -> None:
         )
 
 
+def gateway_slots(kafka: KafkaSettings, found: int) -> int:
+    """How many gateway slots the deliveries topic's ``found`` partitions make: one each, and
+    the setting's count while the topic does not exist yet (``found`` 0)."""
+    return found or kafka.deliveries_partitions
+
+
 def check_gateway_slot(kafka: KafkaSettings, slot: int, found: int) -> None:
-    """Raise ``PartitionsMismatch`` unless the deliveries topic's ``found`` partitions (0: not
-    there yet, created with the setting) include the gateway's ``slot``, its inbox."""
-    have = found or kafka.deliveries_partitions
+    """Raise ``PartitionsMismatch`` unless the deliveries topic's ``found`` partitions include
+    the gateway's ``slot``, its inbox."""
+    have = gateway_slots(kafka, found)
     if slot >= have:
         raise PartitionsMismatch(
             f"gateway slot {slot} has no inbox: {kafka.deliveries_topic} has {have} partitions,"

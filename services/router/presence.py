@@ -29,7 +29,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from adapters.kafka_security import client_kwargs
-from adapters.kafka_topics import partition_count
+from adapters.kafka_topics import gateway_slots, partition_count
 from adapters.settings import KafkaSettings
 from schemas.presence import PresenceRecord, decode_presence
 from services.router.errors import StartupFailed
@@ -91,7 +91,7 @@ class PresenceReader:
                 await self._consumer.seek_to_beginning(*self._partitions)
             async with asyncio.timeout(timeout * 3):
                 found = await partition_count(self._kafka, self._kafka.deliveries_topic)
-            self._slots = found or self._kafka.deliveries_partitions
+            self._slots = gateway_slots(self._kafka, found)
         except (TimeoutError, KafkaError) as exc:
             raise StartupFailed(
                 f"presence topic {topic!r} unreachable or missing: {exc!r}"
@@ -148,7 +148,7 @@ class PresenceReader:
         if value is None:
             return PresenceEntry(key, None)
         try:
-            entry = PresenceEntry(key, decode_presence(value))
+            record = decode_presence(value)
         except ValidationError as exc:
             self._metrics.bad_presence.inc()
             log.warning(
@@ -158,7 +158,7 @@ class PresenceReader:
                 error=str(exc).splitlines()[0],
             )
             return None
-        slot = entry.record.slot if entry.record is not None else None
+        slot = record.slot
         if slot is not None and slot >= self._slots:
             self._metrics.bad_presence.inc()
             log.warning(
@@ -170,4 +170,4 @@ class PresenceReader:
                 slots=self._slots,
             )
             return None
-        return entry
+        return PresenceEntry(key, record)

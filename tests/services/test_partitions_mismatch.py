@@ -44,30 +44,27 @@ async def wrong(settings: CommonSettings) -> CommonSettings:
     )
 
 
-async def test_a_gateway_does_not_start(wrong: CommonSettings) -> None:
+async def start_gateway(settings: CommonSettings, slot: int) -> None:
+    """Start a gateway with these settings in this slot, and close it again."""
     gateway_settings = GatewaySettings(
-        **wrong.model_dump(), gateway=GatewayOptions(slot=1, token_secret=SECRET)
+        **settings.model_dump(), gateway=GatewayOptions(slot=slot, token_secret=SECRET)
     )
     server = TestServer(create_app(gateway_settings), host="127.0.0.1")
     try:
-        with pytest.raises(PartitionsMismatch, match=f"has 4 partitions but {SAID}"):
-            async with asyncio.timeout(scaled(30)):
-                await server.start_server(**server_options(gateway_settings.gateway))
+        async with asyncio.timeout(scaled(30)):
+            await server.start_server(**server_options(gateway_settings.gateway))
     finally:
         await server.close()
+
+
+async def test_a_gateway_does_not_start(wrong: CommonSettings) -> None:
+    with pytest.raises(PartitionsMismatch, match=f"has 4 partitions but {SAID}"):
+        await start_gateway(wrong, slot=1)
 
 
 async def test_a_gateway_without_an_inbox_does_not_start(settings: CommonSettings) -> None:
-    gateway_settings = GatewaySettings(
-        **settings.model_dump(), gateway=GatewayOptions(slot=4, token_secret=SECRET)
-    )
-    server = TestServer(create_app(gateway_settings), host="127.0.0.1")
-    try:
-        with pytest.raises(PartitionsMismatch, match="gateway slot 4 has no inbox: .* has 4"):
-            async with asyncio.timeout(scaled(30)):
-                await server.start_server(**server_options(gateway_settings.gateway))
-    finally:
-        await server.close()
+    with pytest.raises(PartitionsMismatch, match="gateway slot 4 has no inbox: .* has 4"):
+        await start_gateway(settings, slot=4)
 
 
 async def test_a_router_does_not_start(wrong: CommonSettings) -> None:
