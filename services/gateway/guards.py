@@ -9,9 +9,11 @@ does not add its timeout to every frame.
 Id checks are batched: every frame needs one, and one Redis call per frame each took a
 pooled connection. Under load the pool ran dry (``MaxConnectionsError``), which switched the
 check off for ``guard_retry_s`` at a time, exactly when it mattered. Now the checks asked
-for while a batch is out wait for the next one, and each batch is a single pipeline on a
+for while a batch is out wait for the next one, and each batch is one script call on a
 single connection: one round trip, in arrival order, so two copies of one id in a batch
-still meet as first and resend.
+still meet as first and resend. A batch spans attempts, so its keys span hash slots: the
+check needs one Redis (or a primary with replicas), not a Redis Cluster, as the snapshots
+do (docs/capacity.md).
 
 A batch waits up to ``claim_window_ms`` for company while this gateway checks more than
 ``claim_window_above_per_s`` ids a second (below that a window would seldom find company and
@@ -42,21 +44,31 @@ from services.gateway.settings import GatewayOptions
 
 log = structlog.get_logger(__name__)
 
-# KEYS: fingerprints hash, order list. ARGV: id, fingerprint, memory, ttl seconds.
+# One call per batch. KEYS: for each claim its fingerprints hash and its order list.
+# ARGV: memory, ttl seconds, then each claim's id and fingerprint. Claims are taken in
+# order, so two copies of one id in a batch meet as first and resend. Per claim:
 # 0 = new (remembered now), 1 = the same content again (a resend), 2 = other content.
-_CLAIM_ID = """
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-if old then
-  if old == ARGV[2] then return 1 end
-  return 2
+_CLAIM_IDS = """
+local memory = tonumber(ARGV[1])
+local ttl = ARGV[2]
+local answers = {}
+for i = 1, #KEYS / 2 do
+  local fingerprints, order = KEYS[2 * i - 1], KEYS[2 * i]
+  local id, fingerprint = ARGV[2 * i + 1], ARGV[2 * i + 2]
+  local old = redis.call('HGET', fingerprints, id)
+  if old then
+    answers[i] = old == fingerprint and 1 or 2
+  else
+    redis.call('HSET', fingerprints, id, fingerprint)
+    if redis.call('RPUSH', order, id) > memory then
+      redis.call('HDEL', fingerprints, redis.call('LPOP', order))
+    end
+    redis.call('EXPIRE', fingerprints, ttl)
+    redis.call('EXPIRE', order, ttl)
+    answers[i] = 0
+  end
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-if redis.call('RPUSH', KEYS[2], ARGV[1]) > tonumber(ARGV[3]) then
-  redis.call('HDEL', KEYS[1], redis.call('LPOP', KEYS[2]))
-end
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-return 0
+return answers
 """
 
 # KEYS: the counter. ARGV: window ms. A fixed window from the first connect: refused
@@ -104,7 +116,7 @@ class Guards:
         self._options = options
         self._metrics = metrics
         self._client = client
-        self._claim_sha = client.register_script(_CLAIM_ID).sha
+        self._claim_sha = client.register_script(_CLAIM_IDS).sha
         self._count_connect = client.register_script(_COUNT_CONNECT)
         self._skip_until = 0.0
         self._window_s = options.claim_window_ms / 1000
@@ -166,11 +178,12 @@ class Guards:
             self._claims = []
 
     async def _claim_batch(self, batch: list[_Claim]) -> list[IdClaim]:
-        results = await self._pipeline(batch)
-        if any(isinstance(result, NoScriptError) for result in results):
+        try:
+            results = await self._run_script(batch)
+        except NoScriptError:
             # Redis restarted or was flushed: load the script once, then the batch again.
-            await self._client.script_load(_CLAIM_ID)
-            results = await self._pipeline(batch)
+            await self._client.script_load(_CLAIM_IDS)
+            results = await self._run_script(batch)
         answers = []
         for result in results:
             answer = _CLAIMS.get(result) if isinstance(result, int) else None
@@ -181,23 +194,18 @@ class Guards:
             answers.append(answer)
         return answers
 
-    async def _pipeline(self, batch: list[_Claim]) -> list[object]:
-        pipe = self._client.pipeline(transaction=False)
-        memory, ttl = self._options.id_memory, self._options.id_memory_ttl_s
+    async def _run_script(self, batch: list[_Claim]) -> list[object]:
+        """The whole batch in one script call: one command to build, run and parse, where a
+        pipeline of one call per claim cost a gateway a tenth of its CPU (docs/benchmarks.md)."""
+        keys: list[str] = []
+        args: list[str | int] = [self._options.id_memory, self._options.id_memory_ttl_s]
         for claim in batch:
-            # A hash tag keeps both keys of a scope in one Redis Cluster slot for the script.
             base = f"{self._prefix}ids:{{{claim.scope}}}"
-            pipe.evalsha(
-                self._claim_sha,
-                2,
-                f"{base}:fp",
-                f"{base}:order",
-                claim.frame_id,
-                claim.fingerprint,
-                memory,
-                ttl,
-            )
-        results: list[object] = await pipe.execute(raise_on_error=False)
+            keys += (f"{base}:fp", f"{base}:order")
+            args += (claim.frame_id, claim.fingerprint)
+        results = await self._client.evalsha(self._claim_sha, len(keys), *keys, *args)
+        if not isinstance(results, list) or len(results) != len(batch):
+            raise RedisError(f"the id script answered {results!r:.200} for {len(batch)} claims")
         return results
 
     async def connect_retry_after_ms(self, identity: Identity) -> int | None:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import CollectorRegistry
 from redis import asyncio as aioredis
+from redis.exceptions import RedisError
 
 from adapters.settings import CommonSettings, RedisSettings
 from services.gateway.guards import Guards, IdClaim, _Claim
@@ -100,13 +101,13 @@ async def test_a_dead_redis_leaves_frames_unchecked_and_is_skipped_a_while() -> 
 
 
 class CountingGuards(Guards):
-    """Records the size of every pipeline it sends."""
+    """Records the size of every batch it sends."""
 
     batches: list[int]
 
-    async def _pipeline(self, batch: list[_Claim]) -> list[object]:
+    async def _run_script(self, batch: list[_Claim]) -> list[object]:
         self.batches = [*getattr(self, "batches", []), len(batch)]
-        return await super()._pipeline(batch)
+        return await super()._run_script(batch)
 
 
 @pytest.mark.parametrize(("above_per_s", "batches"), [(0.0, [3]), (1000.0, [1, 1, 1])])
@@ -123,5 +124,50 @@ async def test_claims_wait_for_company_only_while_the_gateway_is_busy(
             await asyncio.sleep(0.015)
         assert await asyncio.gather(*claims) == [IdClaim.NEW] * 3
         assert guard.batches == batches
+    finally:
+        await guard.close()
+
+
+async def test_a_scope_remembers_its_newest_ids_only_and_for_the_ttl(
+    small_pool: aioredis.Redis, settings: CommonSettings
+) -> None:
+    options = GatewayOptions(id_memory=64, id_memory_ttl_s=120)
+    guard = Guards(small_pool, settings.redis, options, GatewayMetrics(CollectorRegistry()))
+    scope = unique("att-m")
+    try:
+        # One batch, in order: the 65th id pushes the first out of the scope's memory.
+        first = await asyncio.gather(*(guard.claim_id(scope, f"f{n}", "c") for n in range(65)))
+        assert first == [IdClaim.NEW] * 65
+        assert await guard.claim_id(scope, "f64", "c") is IdClaim.RESEND
+        assert await guard.claim_id(scope, "f1", "other") is IdClaim.REUSED
+        assert await guard.claim_id(scope, "f0", "other") is IdClaim.NEW  # forgotten
+        base = f"{settings.redis.key_prefix}ids:{{{scope}}}"
+        assert await small_pool.hlen(f"{base}:fp") == 64
+        assert await small_pool.llen(f"{base}:order") == 64
+        for key in (f"{base}:fp", f"{base}:order"):
+            assert 0 < await small_pool.ttl(key) <= 120
+    finally:
+        await guard.close()
+
+
+class WrongAnswerGuards(Guards):
+    """A Redis whose script answers in a shape the gateway does not know."""
+
+    async def _run_script(self, batch: list[_Claim]) -> list[object]:
+        await super()._run_script(batch)
+        raise RedisError("the id script answered 'OK' for 2 claims")
+
+
+async def test_a_batch_answered_in_an_unknown_shape_goes_on_unchecked(
+    small_pool: aioredis.Redis, settings: CommonSettings
+) -> None:
+    metrics = GatewayMetrics(CollectorRegistry())
+    guard = WrongAnswerGuards(small_pool, settings.redis, GatewayOptions(), metrics)
+    try:
+        answers = await asyncio.gather(
+            guard.claim_id(unique("att-x"), "f1", "c"), guard.claim_id(unique("att-x"), "f2", "c")
+        )
+        assert answers == [IdClaim.UNCHECKED] * 2
+        assert unchecked(metrics) == 2
     finally:
         await guard.close()
