@@ -125,12 +125,13 @@ class Guards:
         self._oldest_at = 0.0
         self._claims: list[_Claim] = []
         self._claimer: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()  # a getpid() per lookup on Python 3.11
 
     async def claim_id(self, scope: str, frame_id: str, fingerprint: str) -> IdClaim:
         """Remember ``frame_id`` with its content in ``scope``, or compare with what was."""
         if self._skipping("id"):
             return IdClaim.UNCHECKED
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         now = loop.time()
         answer: asyncio.Future[IdClaim] = loop.create_future()
         busy = self._busy.observe(1, now) if self._window_above else True

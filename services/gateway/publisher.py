@@ -69,6 +69,7 @@ class Publisher:
         self.connections = 0
         self.health = LogHealth(probe_every_s=settings.gateway.publish_deadline_s)
         self.recent = RecentPublishes(settings.gateway.recent_publishes)
+        self._loop = asyncio.get_running_loop()  # a getpid() per lookup on Python 3.11
 
     async def publish(self, events: Sequence[ExamEvent]) -> asyncio.Future[None]:
         """Queue the events for the log; the returned future resolves once Kafka has all.
@@ -87,7 +88,7 @@ class Publisher:
                 )
         except KafkaError as exc:
             raise Unavailable(f"the event log did not take the event: {exc!r}") from exc
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[None] = self._loop.create_future()
         # A frame is one event but for legacy frames: no gather for the usual case.
         sent: asyncio.Future[Any] = futures[0] if len(futures) == 1 else asyncio.gather(*futures)
 

@@ -80,6 +80,10 @@ class Session:
         self._connection_record: StudentConnection | None = None
         self._log = log.bind(conn=conn.id, **who(conn.identity))  # never the token
         self._logged_connect = False
+        # Held, not looked up per frame: on Python 3.11 each get_running_loop() is a getpid()
+        # system call; a gateway made 7.9 of them per socket write at S2, 2.4 with the loop
+        # held here, in the id checks and in the publisher (perf trace, docs/benchmarks.md).
+        self._loop = asyncio.get_running_loop()
 
     # -- open and close ---------------------------------------------------------------------
 
@@ -114,7 +118,7 @@ class Session:
             gateway=slot,
         )
         health = self._publisher.health
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         if not health.admit(loop.time()):
             raise Unavailable("the event log is not taking events")
         try:
@@ -225,7 +229,7 @@ class Session:
         if isinstance(identity, StudentIdentity):
             # Any frame proves the page is alive; legacy clients send no heartbeats at all.
             self._publisher.heartbeat(identity.attempt)
-        received = asyncio.get_running_loop().time()
+        received = self._loop.time()
         decision = protocol.interpret(
             raw,
             self.conn.identity,
@@ -278,7 +282,7 @@ class Session:
         may still reach the log later (the producer retries); that copy gets no ack, the
         client resends the identical frame, and the views drop the repeat by id.
         """
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         ack_id = decision.ack_id
         health = self._publisher.health
         if not health.admit(loop.time()):
@@ -341,7 +345,7 @@ class Session:
         *,
         joined: bool = False,
     ) -> Callable[[asyncio.Future[None]], None]:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         health = self._publisher.health
 
         def _acknowledge(result: asyncio.Future[None]) -> None:
@@ -367,7 +371,7 @@ class Session:
 
     def _expire(self, pending: PendingPublish, ack_id: str | None) -> None:
         if pending.answer():
-            self._publisher.health.failed(asyncio.get_running_loop().time())
+            self._publisher.health.failed(self._loop.time())
             self._metrics.log_stalled.set(1)
             self._metrics.publish_deadline_missed.inc()
             self._unavailable(ack_id)
