@@ -144,7 +144,7 @@ class GatewayOptions(BaseModel):
         ge=0,
         le=50,
         description=(
-            "id checks wait this long to share one Redis pipeline, and the frames they clear"
+            "id checks wait this long to share one Redis script call, and the frames they clear"
             " then share one Kafka produce request: fewer round trips per frame for a little"
             " latency (0: one batch per round trip)"
         ),
