@@ -71,6 +71,11 @@ end
 return answers
 """
 
+# A script runs alone on Redis: a backlog of checks (a burst after a pause) goes out in
+# calls of at most this many, each a millisecond or two of Redis, not one long stall of
+# every other client (the status service's snapshots, the other gateways' checks).
+_MAX_BATCH = 500
+
 # KEYS: the counter. ARGV: window ms. A fixed window from the first connect: refused
 # connects count too, but never extend the window, so a client that keeps hammering is
 # let in again when the window ends.
@@ -158,7 +163,7 @@ class Guards:
                 # The oldest waiting claim waits at most the window before its batch goes.
                 if (delay := self._oldest_at + self._window_s - loop.time()) > 0:
                     await asyncio.sleep(delay)
-                batch, self._claims = self._claims, []
+                batch, self._claims = self._claims[:_MAX_BATCH], self._claims[_MAX_BATCH:]
                 try:
                     async with asyncio.timeout(self._timeout_s):
                         answers = await self._claim_batch(batch)

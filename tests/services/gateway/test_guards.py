@@ -171,3 +171,18 @@ async def test_a_batch_answered_in_an_unknown_shape_goes_on_unchecked(
         assert unchecked(metrics) == 2
     finally:
         await guard.close()
+
+
+async def test_a_backlog_of_checks_goes_out_in_bounded_script_calls(
+    small_pool: aioredis.Redis, settings: CommonSettings
+) -> None:
+    guard = CountingGuards(
+        small_pool, settings.redis, GatewayOptions(), GatewayMetrics(CollectorRegistry())
+    )
+    scope = unique("att-b")
+    try:
+        answers = await asyncio.gather(*(guard.claim_id(scope, f"f{n}", "c") for n in range(1200)))
+        assert answers == [IdClaim.NEW] * 1200
+        assert guard.batches == [500, 500, 200]
+    finally:
+        await guard.close()
