@@ -164,10 +164,13 @@ async def test_a_batch_answered_in_an_unknown_shape_goes_on_unchecked(
     metrics = GatewayMetrics(CollectorRegistry())
     guard = WrongAnswerGuards(small_pool, settings.redis, GatewayOptions(), metrics)
     try:
-        answers = await asyncio.gather(
-            guard.claim_id(unique("att-x"), "f1", "c"), guard.claim_id(unique("att-x"), "f2", "c")
+        answers = list(
+            await asyncio.gather(
+                guard.claim_id(unique("att-x"), "f1", "c"),
+                guard.claim_id(unique("att-x"), "f2", "c"),
+            )
         )
-        assert answers == (IdClaim.UNCHECKED, IdClaim.UNCHECKED)
+        assert answers == [IdClaim.UNCHECKED] * 2
         assert unchecked(metrics) == 2
     finally:
         await guard.close()
