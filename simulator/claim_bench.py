@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import time
 import uuid
+from dataclasses import dataclass
 
 import uvloop
 from prometheus_client import CollectorRegistry
@@ -31,8 +32,16 @@ from simulator.system import ROOT
 _SCOPES = 5000
 
 
-async def run(batch: int, claims: int) -> dict[str, float]:
-    redis = RedisSettings()
+@dataclass(frozen=True)
+class ClaimBenchResult:
+    run_id: str  # the ids' scopes start with it
+    claims: int
+    gateway_us_per_claim: float
+    redis_us_per_claim: float
+    wall_us_per_claim: float
+
+
+async def run(batch: int, claims: int, redis: RedisSettings) -> ClaimBenchResult:
     redis_pid = infra_pids(ROOT / ".local" / "run")["redis"]
     client = aioredis.Redis.from_url(redis.url)
     # No window: batches are formed here, exactly ``batch`` claims each.
@@ -70,12 +79,13 @@ async def run(batch: int, claims: int) -> dict[str, float]:
             await client.unlink(key)
         await client.aclose()
     done = batches * batch
-    return {
-        "claims": done,
-        "client_us_per_claim": cpu / done * 1e6,
-        "redis_us_per_claim": redis_cpu / done * 1e6,
-        "wall_us_per_claim": wall / done * 1e6,
-    }
+    return ClaimBenchResult(
+        run_id=run_id,
+        claims=done,
+        gateway_us_per_claim=cpu / done * 1e6,
+        redis_us_per_claim=redis_cpu / done * 1e6,
+        wall_us_per_claim=wall / done * 1e6,
+    )
 
 
 def main() -> None:
@@ -87,12 +97,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5, help="claims per batch")
     parser.add_argument("--claims", type=int, default=30_000, help="claims measured")
     args = parser.parse_args()
-    result = uvloop.run(run(args.batch, args.claims))
+    result = uvloop.run(run(args.batch, args.claims, RedisSettings()))
     print(
-        f"batch {args.batch}: {result['claims']:.0f} claims;"
-        f" gateway {result['client_us_per_claim']:.1f} us CPU per claim,"
-        f" Redis {result['redis_us_per_claim']:.1f},"
-        f" round trip share {result['wall_us_per_claim']:.1f} us of wall time"
+        f"batch {args.batch}: {result.claims} claims;"
+        f" gateway {result.gateway_us_per_claim:.1f} us CPU per claim,"
+        f" Redis {result.redis_us_per_claim:.1f},"
+        f" round trip share {result.wall_us_per_claim:.1f} us of wall time"
     )
 
 
