@@ -75,6 +75,11 @@ class RouterMetrics:
         self.rebalances = Counter(
             "router_rebalances", "partition assignments received", registry=registry
         )
+        self.start_offsets_retries = Counter(
+            "router_start_offsets_retries",
+            "committed offsets asked for again after a retriable error, on taking partitions",
+            registry=registry,
+        )
         self.core = ReaderMetrics.of("router", registry)
         self.beats = Counter(
             "router_beats",

@@ -47,6 +47,7 @@ import structlog
 from aiohttp import web
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from adapters.kafka_security import client_kwargs
@@ -359,9 +360,32 @@ class RouterService:
             log.info("log partitions revoked", partitions=sorted(gone))
 
     async def _start_offsets(self, partitions: list[int]) -> dict[int, int]:
-        """First offset the engine reads per partition: committed, else earliest."""
+        """First offset the engine reads per partition: committed, else earliest.
+
+        Right after a broker stall the group's coordinator answers "not available" (or
+        "loading") for a while; the rebalance that the stall caused lands in that window.
+        Retriable errors and timeouts are asked again with backoff for up to
+        ``start_offsets_patience_s``: stopping the router there left every exam without
+        deliveries (the fault suite's Kafka stalls of 30 and 90 s, docs/faults.md).
+        """
         if not partitions:
             return {}
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._opts.start_offsets_patience_s
+        delay = 0.1
+        while True:
+            try:
+                return await self._read_start_offsets(partitions)
+            except (TimeoutError, KafkaError) as exc:
+                retriable = isinstance(exc, TimeoutError) or exc.retriable
+                if not retriable or loop.time() + delay > give_up_at:
+                    raise
+                self.metrics.start_offsets_retries.inc()
+                log.warning("start offsets not read, asking again", error=repr(exc), delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _read_start_offsets(self, partitions: list[int]) -> dict[int, int]:
         admin = self._admin
         if admin is None:
             raise RouterError("admin client not started")

@@ -94,6 +94,15 @@ class RouterOptions(BaseModel):
             " +3 ms latency (bench/router_throughput.py)"
         ),
     )
+    start_offsets_patience_s: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "on taking partitions, how long the committed offsets are asked for again while"
+            " Kafka answers with a retriable error (a group coordinator still loading after a"
+            " broker stall); past it the router stops"
+        ),
+    )
     max_record_bytes: int = Field(
         default=512 * 1024,
         ge=16 * 1024,
