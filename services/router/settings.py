@@ -112,7 +112,13 @@ class RouterOptions(BaseModel):
         default=16, ge=1, description="routed batches whose deliveries may be awaiting acks"
     )
     delivery_timeout_s: float = Field(
-        default=30.0, gt=0, description="a batch's deliveries must land within this time"
+        default=120.0,
+        gt=0,
+        description=(
+            "a batch's deliveries must land within this time, or the router stops before"
+            " committing it (a restart routes it again); longer than the Kafka stalls it"
+            " rides out: at 30 s a 30 s stall with deliveries in flight stopped the router"
+        ),
     )
     presence_catchup_timeout_s: float = Field(
         default=120.0, gt=0, description="bound on re-reading the presence topic at start"
