@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import uvloop
 from prometheus_client import CollectorRegistry
-from redis import asyncio as aioredis
 
+from adapters.redis_client import redis_client
 from adapters.settings import RedisSettings
 from services.gateway.guards import Guards, IdClaim
 from services.gateway.metrics import GatewayMetrics
@@ -43,7 +43,7 @@ class ClaimBenchResult:
 
 async def run(batch: int, claims: int, redis: RedisSettings) -> ClaimBenchResult:
     redis_pid = infra_pids(ROOT / ".local" / "run")["redis"]
-    client = aioredis.Redis.from_url(redis.url)
+    client = redis_client(redis)
     # No window: batches are formed here, exactly ``batch`` claims each.
     options = GatewayOptions(claim_window_ms=0)
     guard = Guards(client, redis, options, GatewayMetrics(CollectorRegistry()))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from redis import asyncio as aioredis
 
+from adapters.redis_client import redis_client
 from adapters.settings import CommonSettings
 from simulator import claim_bench
 
@@ -17,7 +17,7 @@ async def test_the_id_check_benchmark_measures_and_deletes_its_ids(
     result = await claim_bench.run(batch=5, claims=100, redis=settings.redis)
     assert result.claims == 100
     assert result.gateway_us_per_claim > 0
-    client = aioredis.Redis.from_url(settings.redis.url)
+    client = redis_client(settings.redis)
     try:
         pattern = f"{settings.redis.key_prefix}ids:{{{result.run_id}-*"
         left = [key async for key in client.scan_iter(match=pattern, count=1000)]
