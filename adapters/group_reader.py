@@ -31,7 +31,6 @@ revocations. Everything else is here, once:
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from prometheus_client import CollectorRegistry, Counter
 from adapters.dead_letters import DeadLetter, DeadLetterWriter
 from adapters.kafka_clients import group_consumer
 from adapters.settings import KafkaSettings
+from domain.backoff import Backoff
 from domain.offsets import Lease, OffsetLedger
 from domain.pace import FetchWindow, Window
 
@@ -350,7 +350,7 @@ class GroupReader:
 
     async def _fetch_loop(self) -> None:
         options = self._options
-        delay = options.retry_initial_s
+        backoff = Backoff(options.retry_initial_s, options.retry_max_s)
         while self._fetching.is_set():
             try:
                 fetched = await self.consumer.getmany(
@@ -360,11 +360,10 @@ class GroupReader:
                 self.healthy = False
                 self._metrics.fetch_errors.inc()
                 log.warning("log fetch failed, retrying", consumer=options.name, error=repr(exc))
-                await asyncio.sleep(_jittered(delay))
-                delay = min(delay * 2, options.retry_max_s)
+                await asyncio.sleep(backoff.next())
                 continue
             self.healthy = True
-            delay = options.retry_initial_s
+            backoff.reset()
             ours = [rs for tp, rs in fetched.items() if rs and tp.topic == self._topic]
             records = [record for rs in ours for record in rs]
             self._set_window(self._pace.observe(len(records), time.monotonic()))
@@ -407,7 +406,7 @@ class GroupReader:
             return None
 
     async def _letter_landed(self, letter: DeadLetter, future: Awaitable[Any] | None) -> None:
-        delay = self._options.retry_initial_s
+        backoff = Backoff(self._options.retry_initial_s, self._options.retry_max_s)
         while True:
             try:
                 if future is None:
@@ -419,8 +418,7 @@ class GroupReader:
                 # The record stays uncommitted until its letter is aside: an outage, retried.
                 log.warning("dead letter not written, retrying", error=repr(exc))
                 future = None
-                await asyncio.sleep(_jittered(delay))
-                delay = min(delay * 2, self._options.retry_max_s)
+                await asyncio.sleep(backoff.next())
         self._counted(letter)
 
     async def put_aside(self, letter: DeadLetter) -> None:
@@ -503,7 +501,3 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         reader = self._reader
         await reader._reporting(reader._assigned(assigned))  # noqa: SLF001
-
-
-def _jittered(delay: float) -> float:
-    return delay * random.uniform(0.5, 1.0)

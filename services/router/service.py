@@ -53,6 +53,7 @@ from prometheus_client import CollectorRegistry
 from adapters.kafka_security import client_kwargs
 from adapters.kafka_topics import PartitionsMismatch, verify_partitions
 from adapters.ops_http import start_ops_server
+from domain.backoff import Backoff
 from domain.routing import (
     NOBODY,
     BadEvent,
@@ -372,18 +373,18 @@ class RouterService:
             return {}
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self._opts.start_offsets_patience_s
-        delay = 0.1
+        backoff = Backoff(initial_s=0.1, maximum_s=2.0)
         while True:
             try:
                 return await self._read_start_offsets(partitions)
             except (TimeoutError, KafkaError) as exc:
                 retriable = isinstance(exc, TimeoutError) or exc.retriable
-                if not retriable or loop.time() + delay > give_up_at:
+                wait = backoff.next()
+                if not retriable or loop.time() + wait > give_up_at:
                     raise
                 self.metrics.start_offsets_retries.inc()
-                log.warning("start offsets not read, asking again", error=repr(exc), delay=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                log.warning("start offsets not read, asking again", error=repr(exc), wait=wait)
+                await asyncio.sleep(wait)
 
     async def _read_start_offsets(self, partitions: list[int]) -> dict[int, int]:
         admin = self._admin
