@@ -24,7 +24,6 @@ A relevant record that does not decode is put aside on the dead-letter topic.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable, Mapping
 
 import structlog
@@ -35,6 +34,7 @@ from pydantic import ValidationError
 from adapters.group_reader import Batch, GroupReader, ReaderFailed, ReaderOptions
 from adapters.settings import KafkaSettings
 from domain.alerts import AlertRules
+from domain.backoff import Backoff
 from schemas.events import AlertRaised, decode_event, encode_event, log_key
 from services.notifier.errors import StartupFailed
 from services.notifier.metrics import NotifierMetrics
@@ -222,7 +222,7 @@ class AlertsLoop:
         consumer, ledger = self._reader.consumer, self._reader.ledger
         tps = [TopicPartition(self._kafka.events_topic, p) for p in partitions]
         lookback_from = self._clock() - round(self._options.alerts_lookback_s * 1000)
-        delay = 0.1
+        backoff = Backoff(0.1, 5.0)
         async with asyncio.timeout(self._options.startup_timeout_s):
             while True:
                 try:
@@ -233,8 +233,7 @@ class AlertsLoop:
                     break
                 except (KafkaError, TimeoutError) as exc:
                     log.warning("alerts_rewind_retry", error=repr(exc))
-                    await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                    delay = min(delay * 2, 5.0)
+                    await asyncio.sleep(backoff.next())
         for tp in tps:
             # A new group raises alerts only for what happens from now on.
             live_from = committed[tp] if committed[tp] is not None else ends[tp]

@@ -16,6 +16,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from domain.backoff import Backoff
 from services.notifier.errors import WriteFailed
 from services.notifier.metrics import NotifierMetrics
 
@@ -36,7 +37,7 @@ class Writer:
     async def write(self, topic: str, records: Sequence[Record]) -> None:
         """Return once Kafka has every record, however long the log is unavailable."""
         pending = list(records)
-        backoff_s = 0.1
+        backoff = Backoff(0.1, _MAX_BACKOFF_S)
         while pending:
             failed: list[Record] = []
             waiting: dict[asyncio.Future[object], Record] = {}
@@ -58,8 +59,7 @@ class Writer:
             if failed:
                 self._metrics.write_retries.labels(topic).inc()
                 log.warning("kafka_write_failed", topic=topic, records=len(failed))
-                await asyncio.sleep(backoff_s)
-                backoff_s = min(_MAX_BACKOFF_S, backoff_s * 2)
+                await asyncio.sleep(backoff.next())
             pending = failed
 
     async def enqueue(

@@ -44,7 +44,6 @@ re-folds it. See docs/architecture.md, "Status service".
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -65,6 +64,7 @@ from adapters.kafka_topics import PartitionsMismatch, ensure_topics
 from adapters.ops_http import start_ops_server
 from adapters.redis_client import redis_client
 from adapters.snapshot_store import RedisSnapshotStore, SnapshotStore
+from domain.backoff import Backoff
 from domain.first_attempt import FirstAttemptBuffer, Position, item_key
 from domain.rate_limit import TokenBucket
 from schemas.events import decode_event
@@ -406,7 +406,7 @@ class StatusService:
     async def _write_first_attempts(self, views: list[StudentView]) -> None:
         store = self._first_attempt_store
         todo = views
-        delay = self._cfg.retry_initial_s
+        backoff = self._backoff()
         while todo:
             outcomes = await store.put_first_attempt(todo)
             failed: list[StudentView] = []
@@ -425,14 +425,14 @@ class StatusService:
             if self._stop.is_set():
                 raise GaveUpAtStop(f"{len(failed)} DynamoDB writes still failing")
             self.metrics.store_retries.labels("dynamo").inc()
+            wait_s = backoff.next()
             log.warning(
                 "DynamoDB writes failed, retrying",
                 failed=len(failed),
                 error=next((o.error for o in outcomes if o.error), None),
-                retry_in_s=round(delay, 3),
+                retry_in_s=round(wait_s, 3),
             )
-            await asyncio.sleep(_jittered(delay))
-            delay = min(delay * 2, self._cfg.retry_max_s)
+            await asyncio.sleep(wait_s)
             todo = failed
 
     async def _commit(self) -> None:
@@ -600,7 +600,7 @@ class StatusService:
         if not tps:
             return {}, {}
         consumer, kafka = self._log.consumer, self.settings.kafka
-        delay = self._cfg.retry_initial_s
+        backoff = self._backoff()
         async with asyncio.timeout(max(self._cfg.drain_timeout_s, kafka.request_timeout_s * 4)):
             while True:
                 try:
@@ -613,8 +613,7 @@ class StatusService:
                 except (KafkaError, TimeoutError) as exc:
                     self.metrics.store_retries.labels("kafka").inc()
                     log.warning("log positions for a rebuild failed, retrying", error=repr(exc))
-                    await asyncio.sleep(_jittered(delay))
-                    delay = min(delay * 2, self._cfg.retry_max_s)
+                    await asyncio.sleep(backoff.next())
 
     def _assigned(self) -> set[int]:
         return set() if self._reader is None else set(self._reader.ledger.assigned)
@@ -629,7 +628,7 @@ class StatusService:
 
     async def _until_done(self, store: Store, op: Callable[[], Awaitable[_T]], what: str) -> _T:
         """Run ``op`` until it succeeds, backing off; readiness is false while it fails."""
-        delay = self._cfg.retry_initial_s
+        backoff = self._backoff()
         while True:
             try:
                 result = await op()
@@ -640,17 +639,20 @@ class StatusService:
                     raise GaveUpAtStop(f"{what}: {exc}") from exc
                 self._set_health(store, False)
                 self.metrics.store_retries.labels(store).inc()
+                wait_s = backoff.next()
                 log.warning(
                     f"{what} failed, retrying",
                     store=store,
                     error=repr(exc),
-                    retry_in_s=round(delay, 3),
+                    retry_in_s=round(wait_s, 3),
                 )
-                await asyncio.sleep(_jittered(delay))
-                delay = min(delay * 2, self._cfg.retry_max_s)
+                await asyncio.sleep(wait_s)
                 continue
             self._set_health(store, True)
             return result
+
+    def _backoff(self) -> Backoff:
+        return Backoff(self._cfg.retry_initial_s, self._cfg.retry_max_s)
 
     def _set_health(self, store: Store, ok: bool) -> None:
         if self._healthy[store] != ok:
@@ -671,10 +673,6 @@ class StatusService:
     def _first_attempt_store(self) -> StatusStore:
         assert self._dynamo is not None, "run() opens the first-attempt store"
         return self._dynamo
-
-
-def _jittered(delay: float) -> float:
-    return delay * random.uniform(0.5, 1.0)
 
 
 def _bound_port(addresses: list[Any]) -> int | None:
