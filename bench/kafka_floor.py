@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import struct
 import subprocess
@@ -59,7 +58,7 @@ _SLOTS = 2
 
 
 def _kafka() -> KafkaSettings:
-    return KafkaSettings(bootstrap=os.environ.get("PROCTOR_KAFKA__BOOTSTRAP", "127.0.0.1:19092"))
+    return KafkaSettings()  # the bootstrap from PROCTOR_KAFKA__BOOTSTRAP, as every service
 
 
 async def _gateway(events: str, rate: float, duration: float, tick_s: float) -> None:
@@ -261,6 +260,7 @@ def main() -> None:
     print(
         json.dumps(
             {
+                "run": run,
                 "rate": args.rate,
                 "tick_ms": args.tick_ms,
                 "kafka_cores": round(cores, 3),
