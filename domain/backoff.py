@@ -1,10 +1,10 @@
 """Exponential backoff with jitter: how long to wait before asking again after a failure.
 
-Written once for every loop that retries an outage (a log reader's fetches and dead letters,
-the router's start offsets, the status service's store writes and log positions, the
-notifier's writes and its alerts rewind): the wait doubles after each failure up to ``maximum_s`` and
-starts again from ``initial_s`` after a success. Each wait is drawn from its upper half, so
-processes that failed together do not ask again together.
+Written once for every loop that retries an outage (a log reader's fetches and dead
+letters, the router's start offsets, the status service's store writes and log positions,
+the notifier's writes and its alerts rewind): the wait doubles after each failure up to
+``maximum_s`` and starts again from ``initial_s`` after a success. Each wait is drawn from its
+upper half, so processes that failed together do not ask again together.
 """
 
 from __future__ import annotations
