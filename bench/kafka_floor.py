@@ -19,12 +19,16 @@ No id checks, no acks to clients, no heartbeats, no alerts, no state, no DynamoD
 not a model. The clients' own CPU is not counted; only Kafka's (``/proc``, from the pid that
 ``infra/stack`` recorded), over the measured window.
 
+A broker started moments ago is still compiling and costs more: run it once first, then
+measure (docs/benchmarks.md, "Seventh round").
+
 Usage (the local stack up, nothing else running)::
 
     .venv/bin/python bench/kafka_floor.py --rate 2000 --duration 40
     .venv/bin/python bench/kafka_floor.py --rate 200 --duration 40
 
-Its topics (``kafkafloor-<run>.*``) are deleted afterwards. Prints one JSON object.
+Its topics (``kafkafloor-<run>.*``, made like every run's by ``ensure_topics``) are deleted
+afterwards. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -43,13 +47,13 @@ from typing import Any
 
 import uvloop
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from adapters.kafka_clients import durable_producer, group_consumer, reader  # noqa: E402
-from adapters.settings import KafkaSettings  # noqa: E402
+from adapters.kafka_topics import delete_topics, ensure_topics  # noqa: E402
+from adapters.settings import CommonSettings, KafkaSettings  # noqa: E402
 from simulator.resources import infra_pids, process_cpu_s  # noqa: E402
 
 _STAMP = struct.Struct("!d")  # send time (time.time()) at the head of each value
@@ -57,12 +61,19 @@ _VALUE_BYTES = 400  # about a student frame's event in the log
 _SLOTS = 2
 
 
-def _kafka() -> KafkaSettings:
-    return KafkaSettings()  # the bootstrap from PROCTOR_KAFKA__BOOTSTRAP, as every service
+def _kafka(run: str) -> KafkaSettings:
+    """The run's own topics, on the Kafka the settings name (PROCTOR_KAFKA__BOOTSTRAP)."""
+    return KafkaSettings.for_run(
+        f"kafkafloor-{run}",
+        bootstrap=CommonSettings().kafka.bootstrap,
+        events_partitions=12,
+        deliveries_partitions=_SLOTS,
+    )
 
 
-async def _gateway(events: str, rate: float, duration: float, tick_s: float) -> None:
-    producer = durable_producer(_kafka(), client_id="floor-gateway")
+async def _gateway(kafka: KafkaSettings, rate: float, duration: float, tick_s: float) -> None:
+    events = kafka.events_topic
+    producer = durable_producer(kafka, client_id="floor-gateway")
     await producer.start()
     pad = b"x" * (_VALUE_BYTES - _STAMP.size)
     pending: list[asyncio.Future[Any]] = []
@@ -86,11 +97,11 @@ async def _gateway(events: str, rate: float, duration: float, tick_s: float) -> 
         await producer.stop()
 
 
-async def _router(events: str, deliveries: str, group: str, stop: asyncio.Event) -> None:
-    kafka = _kafka()
+async def _router(kafka: KafkaSettings, group: str, stop: asyncio.Event) -> None:
+    deliveries = kafka.deliveries_topic
     consumer = group_consumer(
         kafka,
-        events,
+        kafka.events_topic,
         group_id=group,
         client_id="floor-router",
         fetch_max_wait_ms=5,
@@ -122,10 +133,10 @@ async def _router(events: str, deliveries: str, group: str, stop: asyncio.Event)
         await consumer.stop()
 
 
-async def _inbox(deliveries: str, slot: int, stop: asyncio.Event, lags: list[float]) -> None:
-    consumer = reader(_kafka(), client_id=f"floor-inbox-{slot}")
+async def _inbox(kafka: KafkaSettings, slot: int, stop: asyncio.Event, lags: list[float]) -> None:
+    consumer = reader(kafka, client_id=f"floor-inbox-{slot}")
     await consumer.start()
-    partition = TopicPartition(deliveries, slot)
+    partition = TopicPartition(kafka.deliveries_topic, slot)
     consumer.assign([partition])
     await consumer.seek_to_end(partition)
     try:
@@ -140,10 +151,10 @@ async def _inbox(deliveries: str, slot: int, stop: asyncio.Event, lags: list[flo
         await consumer.stop()
 
 
-async def _status(events: str, group: str, stop: asyncio.Event) -> None:
+async def _status(kafka: KafkaSettings, group: str, stop: asyncio.Event) -> None:
     consumer = group_consumer(
-        _kafka(),
-        events,
+        kafka,
+        kafka.events_topic,
         group_id=group,
         client_id="floor-status",
         fetch_max_wait_ms=100,
@@ -162,13 +173,13 @@ async def _status(events: str, group: str, stop: asyncio.Event) -> None:
 
 
 async def _consumers(run: str, duration: float, warmup: float) -> None:
-    events, deliveries = f"kafkafloor-{run}.events", f"kafkafloor-{run}.deliveries"
+    kafka = _kafka(run)
     stop = asyncio.Event()
     lags: list[float] = []
     tasks = [
-        asyncio.create_task(_router(events, deliveries, f"kafkafloor-{run}-router", stop)),
-        asyncio.create_task(_status(events, f"kafkafloor-{run}-status", stop)),
-        *(asyncio.create_task(_inbox(deliveries, slot, stop, lags)) for slot in range(_SLOTS)),
+        asyncio.create_task(_router(kafka, f"kafkafloor-{run}-router", stop)),
+        asyncio.create_task(_status(kafka, f"kafkafloor-{run}-status", stop)),
+        *(asyncio.create_task(_inbox(kafka, slot, stop, lags)) for slot in range(_SLOTS)),
     ]
     print("ready", flush=True)
     await asyncio.sleep(warmup)
@@ -188,19 +199,6 @@ async def _consumers(run: str, duration: float, warmup: float) -> None:
         ),
         flush=True,
     )
-
-
-async def _topics(run: str, *, delete: bool = False) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=_kafka().bootstrap)
-    await admin.start()
-    names = [f"kafkafloor-{run}.events", f"kafkafloor-{run}.deliveries"]
-    try:
-        if delete:
-            await admin.delete_topics(names)
-        else:
-            await admin.create_topics([NewTopic(names[0], 12, 1), NewTopic(names[1], _SLOTS, 1)])
-    finally:
-        await admin.close()
 
 
 def _spawn(*args: str) -> subprocess.Popen[str]:
@@ -225,9 +223,8 @@ def main() -> None:
     parser.add_argument("--run", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "gateway":
-        events = f"kafkafloor-{args.run}.events"
         duration = args.warmup + args.duration + 1
-        uvloop.run(_gateway(events, args.rate / 2, duration, args.tick_ms / 1000))
+        uvloop.run(_gateway(_kafka(args.run), args.rate / 2, duration, args.tick_ms / 1000))
         return
     if args.role == "consumers":
         uvloop.run(_consumers(args.run, args.duration, args.warmup))
@@ -237,16 +234,17 @@ def main() -> None:
     kafka_pid = infra_pids(ROOT / ".local" / "run").get("kafka")
     if kafka_pid is None:
         sys.exit("no Kafka recorded by infra/stack: run infra/stack up first")
-    asyncio.run(_topics(run))
+    kafka = _kafka(run)
+    asyncio.run(ensure_topics(kafka))
+    warmup = args.warmup + 2  # the clients' start-up and group joins come first
     common = ["--run", run, "--rate", str(args.rate), "--duration", str(args.duration)]
-    common += ["--tick-ms", str(args.tick_ms)]
-    consumers = _spawn("--role", "consumers", *common, "--warmup", str(args.warmup + 2))
+    common += ["--tick-ms", str(args.tick_ms), "--warmup", str(warmup)]
+    consumers = _spawn("--role", "consumers", *common)
     try:
         assert consumers.stdout is not None
         consumers.stdout.readline()  # ready
-        gateways = [_spawn("--role", "gateway", *common, "--warmup", str(args.warmup + 2))]
-        gateways.append(_spawn("--role", "gateway", *common, "--warmup", str(args.warmup + 2)))
-        time.sleep(args.warmup + 2)
+        gateways = [_spawn("--role", "gateway", *common) for _ in range(2)]
+        time.sleep(warmup)
         cpu0, t0 = process_cpu_s(kafka_pid), time.monotonic()
         time.sleep(args.duration)
         cpu1, t1 = process_cpu_s(kafka_pid), time.monotonic()
@@ -254,7 +252,7 @@ def main() -> None:
         for process in (*gateways, consumers):
             process.wait(timeout=60)
     finally:
-        asyncio.run(_topics(run, delete=True))
+        asyncio.run(delete_topics(kafka))
     assert cpu0 is not None and cpu1 is not None
     cores = (cpu1 - cpu0) / (t1 - t0)
     print(
