@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
-from adapters.settings import CommonSettings
+from adapters.kafka_topics import partition_count
+from adapters.settings import CommonSettings, KafkaSettings
 
 pytestmark = pytest.mark.integration
 
@@ -35,14 +35,6 @@ def test_the_kafka_floor_delivers_every_update_and_deletes_its_topics(
     assert 150 <= result["delivered"] <= 450, result
     assert result["p50_ms"] is not None and result["p50_ms"] > 0
     assert result["kafka_us_per_update"] > 0
-    topics = asyncio.run(_topics(infra.kafka.bootstrap))
-    assert [name for name in topics if result["run"] in name] == []
-
-
-async def _topics(bootstrap: str) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return list(await admin.list_topics())
-    finally:
-        await admin.close()
+    kafka = KafkaSettings.for_run(f"kafkafloor-{result['run']}", bootstrap=infra.kafka.bootstrap)
+    for topic in (kafka.events_topic, kafka.deliveries_topic):
+        assert asyncio.run(partition_count(kafka, topic)) == 0, f"{topic} left behind"
